@@ -1,0 +1,314 @@
+// Python binding of the native queue: translates buffers, statuses and errors,
+// and decides when to drop the GIL (only to block or to copy large payloads).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "shm_queue.h"
+
+namespace py = pybind11;
+using sage::Status;
+
+namespace {
+
+// Record tags; the Python layer uses the same numbers.
+constexpr uint8_t kTagPickle = 0;     // parts: pickle stream, then out-of-band buffers
+constexpr uint8_t kTagBytes = 1;      // parts: the bytes themselves
+constexpr uint8_t kTagByteArray = 2;  // parts: the bytearray's contents
+constexpr size_t kLargeCopy = 64 * 1024;  // above this, copy with the GIL released
+
+struct Support {  // set once by the Python layer
+    PyObject* empty = nullptr;
+    PyObject* full = nullptr;
+    PyObject* closed = nullptr;
+    PyObject* loads = nullptr;
+    PyObject* buffers_kw = nullptr;
+} support;
+
+[[noreturn]] void raise(PyObject* type, const char* msg) {
+    if (!type) type = PyExc_RuntimeError;
+    PyErr_SetString(type, msg);
+    throw py::error_already_set();
+}
+
+struct Buffer {  // a held Py_buffer, released on scope exit
+    Py_buffer view{};
+    bool held = false;
+    Buffer() = default;
+    explicit Buffer(PyObject* obj) {
+        if (PyObject_GetBuffer(obj, &view, PyBUF_ANY_CONTIGUOUS) != 0) throw py::error_already_set();
+        held = true;
+    }
+    Buffer(Buffer&& o) noexcept : view(o.view), held(o.held) { o.held = false; }
+    Buffer(const Buffer&) = delete;
+    ~Buffer() {
+        if (held) PyBuffer_Release(&view);
+    }
+};
+
+// Messages built from Python objects; owns the buffers while the core copies them.
+struct Batch {
+    std::vector<Buffer> buffers;
+    std::vector<sage::Part> parts;
+    std::vector<sage::Message> msgs;
+    std::vector<size_t> first_part;
+    size_t bytes = 0;
+
+    void add(uint8_t tag, PyObject* data, PyObject* oob) {
+        first_part.push_back(parts.size());
+        add_part(data);
+        uint16_t n = 1;
+        if (oob && oob != Py_None) {
+            PyObject* seq = PySequence_Fast(oob, "out-of-band buffers must be a sequence");
+            if (!seq) throw py::error_already_set();
+            py::object keep = py::reinterpret_steal<py::object>(seq);
+            Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+            if (k > 65534) raise(PyExc_ValueError, "too many out-of-band buffers in one item (limit 65534)");
+            for (Py_ssize_t i = 0; i < k; ++i) add_part(PySequence_Fast_GET_ITEM(seq, i));
+            n += uint16_t(k);
+        }
+        msgs.push_back({tag, nullptr, n});
+    }
+    void add_part(PyObject* obj) {
+        buffers.emplace_back(obj);
+        const Py_buffer& v = buffers.back().view;
+        parts.push_back({v.buf, size_t(v.len)});
+        bytes += size_t(v.len);
+    }
+    void finish() {  // parts no longer moves: point the messages at it
+        for (size_t i = 0; i < msgs.size(); ++i) msgs[i].parts = parts.data() + first_part[i];
+    }
+};
+
+Status put_batch(sage::ShmQueue& q, Batch& b, double timeout) {
+    b.finish();
+    if (b.bytes < kLargeCopy) {
+        Status st = q.put_many(b.msgs.data(), b.msgs.size(), 0);
+        if (st != Status::timeout || timeout == 0) return st;
+    }
+    py::gil_scoped_release nogil;
+    return q.put_many(b.msgs.data(), b.msgs.size(), timeout);
+}
+
+void check_put(Status st) {
+    if (st == Status::timeout) raise(support.full, "");
+    if (st == Status::closed) raise(support.closed, "queue is closed");
+}
+
+Status claim(sage::ShmQueue& q, size_t max_items, uint64_t max_bytes, double timeout,
+             std::vector<sage::RecordView>& out) {
+    Status st = q.claim(max_items, max_bytes, 0, out);
+    if (st != Status::timeout || timeout == 0) return st;
+    py::gil_scoped_release nogil;
+    return q.claim(max_items, max_bytes, timeout, out);
+}
+
+py::object copy_out(const uint8_t* data, uint64_t len, bool as_bytearray) {
+    PyObject* obj = as_bytearray ? PyByteArray_FromStringAndSize(nullptr, Py_ssize_t(len))
+                                 : PyBytes_FromStringAndSize(nullptr, Py_ssize_t(len));
+    if (!obj) throw py::error_already_set();
+    char* dst = as_bytearray ? PyByteArray_AS_STRING(obj) : PyBytes_AS_STRING(obj);
+    if (len >= kLargeCopy) {
+        py::gil_scoped_release nogil;
+        memcpy(dst, data, len);
+    } else if (len) {
+        memcpy(dst, data, len);
+    }
+    return py::reinterpret_steal<py::object>(obj);
+}
+
+py::object decode(const sage::RecordView& r) {
+    if (r.tag == kTagBytes || r.tag == kTagByteArray) return copy_out(r.payload, r.len, r.tag == kTagByteArray);
+    if (r.tag != kTagPickle || r.nparts == 0) throw sage::CorruptSegment("record with unknown tag " + std::to_string(r.tag));
+    const uint8_t* p = r.payload;
+    std::vector<uint64_t> lens(r.nparts, r.len);
+    if (r.nparts > 1) {
+        uint64_t sum = 8ULL * r.nparts;
+        for (uint16_t k = 0; k < r.nparts; ++k) {
+            memcpy(&lens[k], p + 8 * k, 8);
+            sum += lens[k];
+        }
+        if (sum != r.len) throw sage::CorruptSegment("record parts do not add up to its length");
+        p += 8ULL * r.nparts;
+    }
+    // Unpickle straight from shared memory; out-of-band buffers get one copy each,
+    // because the objects built on them outlive the record.
+    py::object view = py::reinterpret_steal<py::object>(
+        PyMemoryView_FromMemory(reinterpret_cast<char*>(const_cast<uint8_t*>(p)), Py_ssize_t(lens[0]), PyBUF_READ));
+    if (!view) throw py::error_already_set();
+    PyObject* result;
+    if (r.nparts == 1) {
+        result = PyObject_CallOneArg(support.loads, view.ptr());
+    } else {
+        py::list bufs;
+        const uint8_t* q = p + lens[0];
+        for (uint16_t k = 1; k < r.nparts; ++k) {
+            bufs.append(copy_out(q, lens[k], true));
+            q += lens[k];
+        }
+        py::tuple args = py::make_tuple(view);
+        py::dict kwargs;
+        kwargs[support.buffers_kw] = bufs;
+        result = PyObject_Call(support.loads, args.ptr(), kwargs.ptr());
+    }
+    py::object released = py::reinterpret_steal<py::object>(PyObject_CallMethod(view.ptr(), "release", nullptr));
+    if (!released) PyErr_Clear();
+    if (!result) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(result);
+}
+
+// Frees claimed records even when decoding raises.
+struct ReleaseGuard {
+    sage::ShmQueue& q;
+    std::vector<sage::RecordView>& records;
+    ~ReleaseGuard() { q.release(records); }
+};
+
+double check_timeout(double timeout) {
+    if (timeout < 0 && timeout != sage::kForever) raise(PyExc_ValueError, "'timeout' must be a non-negative number");
+    return timeout;
+}
+
+sage::OpenMode parse_mode(const std::string& mode) {
+    if (mode == "open_or_create") return sage::OpenMode::open_or_create;
+    if (mode == "open_only") return sage::OpenMode::open_only;
+    if (mode == "create_only") return sage::OpenMode::create_only;
+    if (mode == "inspect") return sage::OpenMode::inspect;
+    throw sage::InvalidArgument("mode must be open_or_create, open_only, create_only or inspect, got '" + mode + "'");
+}
+
+py::dict info_dict(const sage::Info& in) {
+    py::dict d, stats;
+    d["capacity_bytes"] = in.capacity_bytes;
+    d["maxsize"] = in.maxsize;
+    d["items"] = in.items;
+    d["unfinished_tasks"] = in.unfinished;
+    d["used_bytes"] = in.used_bytes;
+    d["head"] = in.head;
+    d["read"] = in.read;
+    d["tail"] = in.tail;
+    d["closed"] = in.closed;
+    d["persistent"] = in.persistent;
+    d["layout_version"] = in.version;
+    d["creator_pid"] = in.creator_pid;
+    stats["puts"] = in.stats.puts;
+    stats["gets"] = in.stats.gets;
+    stats["bytes_put"] = in.stats.bytes_put;
+    stats["bytes_got"] = in.stats.bytes_got;
+    stats["abandoned_records"] = in.stats.abandoned_records;
+    stats["reclaimed_records"] = in.stats.reclaimed_records;
+    stats["written_off_tasks"] = in.stats.written_off_tasks;
+    stats["lock_recoveries"] = in.stats.lock_recoveries;
+    d["stats"] = stats;
+    py::list attached;
+    for (auto& [pid, alive] : in.attached) attached.append(py::make_tuple(pid, alive));
+    d["attached"] = attached;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "Native core of sage_queue: a shared-memory MPMC queue of byte records";
+    m.attr("TAG_PICKLE") = kTagPickle;
+    m.attr("TAG_BYTES") = kTagBytes;
+    m.attr("TAG_BYTEARRAY") = kTagByteArray;
+    m.attr("RECORD_HEADER_BYTES") = sage::kRecordHeader;
+    m.attr("MAX_NAME_LENGTH") = sage::kMaxNameLength;
+    m.attr("LAYOUT_VERSION") = sage::kLayoutVersion;
+
+    static py::exception<sage::CorruptSegment> corrupt(m, "SegmentCorruptError", PyExc_OSError);
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const sage::InvalidArgument& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const sage::SystemError& e) {
+            py::object err = py::reinterpret_steal<py::object>(
+                PyObject_CallFunction(PyExc_OSError, "is", e.err, e.what()));
+            if (err) PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
+        } catch (const sage::CorruptSegment& e) {
+            py::set_error(corrupt, e.what());
+        }
+    });
+
+    m.def("_set_support", [](py::object empty, py::object full, py::object closed, py::object loads) {
+        support.empty = empty.release().ptr();
+        support.full = full.release().ptr();
+        support.closed = closed.release().ptr();
+        support.loads = loads.release().ptr();
+        support.buffers_kw = py::str("buffers").release().ptr();
+    });
+    m.def("validate_name", &sage::ShmQueue::validate_name);
+    m.def("segment_path", &sage::ShmQueue::segment_path);
+
+    py::class_<sage::ShmQueue>(m, "ShmQueue")
+        .def(py::init([](const std::string& name, uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
+                         const std::string& mode) {
+                 sage::OpenMode om = parse_mode(mode);
+                 py::gil_scoped_release nogil;  // opening may wait for a creator
+                 return new sage::ShmQueue(name, capacity_bytes, maxsize, persistent, om);
+             }),
+             py::arg("name"), py::arg("capacity_bytes") = 0, py::arg("maxsize") = 0, py::arg("persistent") = false,
+             py::arg("mode") = "open_or_create")
+        .def_property_readonly("name", &sage::ShmQueue::name)
+        .def_property_readonly("capacity_bytes", &sage::ShmQueue::capacity_bytes)
+        .def_property_readonly("maxsize", &sage::ShmQueue::maxsize)
+        .def_property_readonly("attached", &sage::ShmQueue::attached)
+        .def("put", [](sage::ShmQueue& q, uint8_t tag, py::handle data, py::handle oob, double timeout) {
+            check_timeout(timeout);
+            Batch b;
+            b.add(tag, data.ptr(), oob.ptr());
+            check_put(put_batch(q, b, timeout));
+        })
+        .def("put_many", [](sage::ShmQueue& q, py::handle records, double timeout) {
+            // records: a sequence of (tag, data, oob) triples
+            check_timeout(timeout);
+            py::object seq = py::reinterpret_steal<py::object>(PySequence_Fast(records.ptr(), "records must be a sequence"));
+            if (!seq) throw py::error_already_set();
+            Batch b;
+            Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                PyObject* t = PySequence_Fast_GET_ITEM(seq.ptr(), i);
+                if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) raise(PyExc_TypeError, "record must be (tag, data, oob)");
+                long tag = PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+                if (tag < 0 || tag > 255) raise(PyExc_ValueError, "record tag out of range");
+                b.add(uint8_t(tag), PyTuple_GET_ITEM(t, 1), PyTuple_GET_ITEM(t, 2));
+            }
+            check_put(put_batch(q, b, timeout));
+        })
+        .def("get", [](sage::ShmQueue& q, double timeout) {
+            check_timeout(timeout);
+            std::vector<sage::RecordView> got;
+            Status st = claim(q, 1, UINT64_MAX, timeout, got);
+            if (st == Status::timeout) raise(support.empty, "");
+            if (st == Status::closed) raise(support.closed, "queue is closed and empty");
+            ReleaseGuard guard{q, got};
+            return decode(got[0]);
+        })
+        .def("get_many", [](sage::ShmQueue& q, size_t max_items, uint64_t max_bytes, double timeout) {
+            check_timeout(timeout);
+            std::vector<sage::RecordView> got;
+            Status st = claim(q, max_items, max_bytes, timeout, got);
+            if (st == Status::timeout) raise(support.empty, "");
+            if (st == Status::closed) raise(support.closed, "queue is closed and empty");
+            ReleaseGuard guard{q, got};
+            py::list out(got.size());
+            for (size_t i = 0; i < got.size(); ++i) out[i] = decode(got[i]);
+            return out;
+        })
+        .def("qsize", &sage::ShmQueue::qsize)
+        .def("task_done", &sage::ShmQueue::task_done, py::arg("n") = 1)
+        .def("join", [](sage::ShmQueue& q, double timeout) {
+            check_timeout(timeout);
+            py::gil_scoped_release nogil;
+            return q.join(timeout) == Status::ok;
+        })
+        .def("close", &sage::ShmQueue::close)
+        .def("unlink", &sage::ShmQueue::unlink)
+        .def("detach", &sage::ShmQueue::detach)
+        .def("after_fork_in_child", &sage::ShmQueue::after_fork_in_child)
+        .def("info", [](const sage::ShmQueue& q) { return info_dict(q.info()); });
+}

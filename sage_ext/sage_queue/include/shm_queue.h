@@ -1,0 +1,117 @@
+// sage_queue native core: a multi-producer multi-consumer queue of byte records
+// in one POSIX shared-memory segment that unrelated processes attach to by name.
+//
+// Protocol in one paragraph: a producer reserves space for its records under a
+// process-shared robust mutex, copies the payload outside the lock, then commits
+// each record by flipping its state word. A consumer claims committed records
+// under the lock, copies them out, then frees them; producers advance the ring's
+// head over freed records lazily, when they need the room. Every locked section
+// is a small transaction with an undo journal, so a process killed inside it is
+// rolled back by the next locker (EOWNERDEAD). Records reserved by a dead producer
+// are skipped; records claimed by a dead consumer are reclaimed. Waiting is a
+// short spin, then a futex wait on a sequence counter, timed on CLOCK_MONOTONIC.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sage {
+
+// Errors the binding translates to Python exceptions.
+struct InvalidArgument : std::invalid_argument { using std::invalid_argument::invalid_argument; };
+struct SystemError : std::runtime_error {  // an OS call failed: errno kept
+    int err;
+    SystemError(const std::string& what, int e) : std::runtime_error(what), err(e) {}
+};
+struct CorruptSegment : std::runtime_error { using std::runtime_error::runtime_error; };
+
+enum class Status { ok, timeout, closed };
+// inspect: attach without taking a slot (for tools); never unlinks on detach.
+enum class OpenMode { open_or_create, open_only, create_only, inspect };
+
+struct Part { const void* data; size_t len; };               // one piece of a record's payload
+struct Message { uint8_t tag; const Part* parts; uint16_t nparts; };
+struct RecordView { uint64_t offset; uint8_t tag; uint16_t nparts; const uint8_t* payload; uint64_t len; };
+
+struct Stats {  // shared counters, updated under the lock
+    uint64_t puts, gets, bytes_put, bytes_got;
+    uint64_t abandoned_records;   // reserved by a producer that died before commit
+    uint64_t reclaimed_records;   // claimed by a consumer that died before freeing
+    uint64_t written_off_tasks;   // unfinished tasks of dead consumers (for join)
+    uint64_t lock_recoveries;     // lock owners that died inside a locked section
+};
+
+struct Info {  // one consistent snapshot of the header
+    uint64_t capacity_bytes, maxsize, items, unfinished, used_bytes;
+    uint64_t head, read, tail;
+    bool closed, persistent;
+    uint32_t version;
+    int32_t creator_pid;
+    Stats stats;
+    std::vector<std::pair<int32_t, bool>> attached;  // pid, alive
+};
+
+constexpr size_t kRecordHeader = 32;     // bytes before each payload; also the record alignment
+constexpr size_t kMaxNameLength = 200;
+constexpr uint32_t kLayoutVersion = 1;
+constexpr double kForever = -1.0;        // timeout value: block until done
+
+struct Segment;  // the shared header, defined in shm_queue.cpp
+
+class ShmQueue {
+public:
+    // capacity_bytes/maxsize of 0 mean "the existing segment's" on open, the default on create.
+    ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t maxsize,
+             bool persistent, OpenMode mode);
+    ~ShmQueue();
+    ShmQueue(const ShmQueue&) = delete;
+    ShmQueue& operator=(const ShmQueue&) = delete;
+
+    // Reserve room for all messages at once, copy, commit: all or nothing.
+    // timeout: 0 = do not block, < 0 = forever, > 0 seconds.
+    Status put_many(const Message* msgs, size_t n, double timeout);
+    // Claim up to max_items committed records (at least one, at most max_bytes
+    // unless the first alone is larger). Views stay valid until release().
+    Status claim(size_t max_items, uint64_t max_bytes, double timeout, std::vector<RecordView>& out);
+    void release(const std::vector<RecordView>& records);
+
+    void task_done(uint64_t n);                     // throws InvalidArgument if called too often
+    Status join(double timeout);
+    void close();                                   // no more puts; wakes every waiter
+    void unlink();                                  // remove the name now; mappings stay valid
+    void detach();                                  // idempotent; the last live user unlinks
+    void after_fork_in_child();                     // take a slot of our own in a forked child
+
+    uint64_t qsize() const;
+    Info info() const;
+    const std::string& name() const { return name_; }
+    uint64_t capacity_bytes() const;
+    uint64_t maxsize() const;
+    bool attached() const { return seg_ != nullptr; }
+
+    static std::string segment_path(const std::string& name);  // "/sage_queue.<name>" (under /dev/shm)
+    static void validate_name(const std::string& name);
+
+private:
+    void lock();
+    void unlock();
+    void recover_locked();
+    void begin(int slot);
+    void end();
+    bool reclaim_space_locked(bool check_claimers);
+    void reap_dead_slots();
+    int take_slot_locked();
+    Status wait_on(void* seq_word, void* sleepers_word, uint32_t seen, double deadline, bool check_liveness);
+
+    std::string name_;
+    Segment* seg_ = nullptr;
+    size_t map_size_ = 0;
+    uint8_t* ring_ = nullptr;
+    int slot_ = -1;
+    int pid_ = 0;
+};
+
+}  // namespace sage

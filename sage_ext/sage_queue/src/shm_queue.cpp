@@ -1,0 +1,834 @@
+// Implementation of the protocol described in include/shm_queue.h.
+#include "shm_queue.h"
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace sage {
+namespace {
+
+constexpr uint64_t kMagic = 0x3145554555514753ULL;  // "SGQUEUE1" in memory order
+constexpr int kMaxSlots = 256;
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kDefaultCapacity = 8ULL << 20;
+constexpr uint64_t kMinCapacity = kPage;
+constexpr uint64_t kMaxCapacity = 1ULL << 40;
+constexpr double kSpinSeconds = 20e-6;       // a futex wake costs ~10 us each way on small VMs
+constexpr double kLivenessSlice = 0.02;      // how often a waiter checks for dead peers
+constexpr double kInitWaitSeconds = 2.0;     // how long an opener waits for a creator to finish
+
+enum RecordState : uint32_t {
+    kReserved = 1, kCommitted = 2, kClaimed = 3, kFree = 4, kPad = 5, kAbandoned = 6,
+};
+
+struct RecordHeader {
+    std::atomic<uint32_t> state;
+    uint8_t tag;
+    uint8_t unused0;
+    uint16_t nparts;
+    int32_t pid;       // producer
+    int32_t claimer;   // consumer, once claimed
+    uint64_t len;      // payload bytes
+    uint64_t unused1;
+};
+static_assert(sizeof(RecordHeader) == kRecordHeader, "record header must be 32 bytes");
+
+struct Slot {  // one attached handle
+    std::atomic<int32_t> pid;
+    uint32_t unused;
+    uint64_t outstanding;  // records this handle got and has not task_done'd
+};
+
+struct SlotCopy { int32_t pid; uint64_t outstanding; };
+
+struct Counters {  // everything a locked section may change, saved by the journal
+    uint64_t head;        // oldest byte not yet freed
+    uint64_t read;        // next record to claim
+    uint64_t tail;        // next byte to reserve
+    uint64_t items;       // records reserved or committed, not yet claimed
+    uint64_t unfinished;  // puts not yet matched by task_done
+    Stats stats;
+};
+
+struct Journal {
+    std::atomic<uint32_t> active;
+    int32_t slot_index;
+    Counters saved;
+    SlotCopy saved_slot;
+};
+
+}  // namespace
+
+struct Segment {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t header_bytes;
+    uint64_t capacity;
+    uint64_t maxsize;
+    uint64_t ring_offset;
+    uint64_t total_bytes;
+    uint32_t persistent;
+    int32_t creator_pid;
+    std::atomic<uint32_t> ready;
+    std::atomic<uint32_t> closed;
+    std::atomic<uint32_t> unlinked;
+    alignas(64) pthread_mutex_t mutex;
+    Counters c;
+    Journal journal;
+    alignas(64) std::atomic<uint32_t> not_empty_seq;
+    std::atomic<uint32_t> not_empty_sleepers;
+    alignas(64) std::atomic<uint32_t> not_full_seq;
+    std::atomic<uint32_t> not_full_sleepers;
+    alignas(64) std::atomic<uint32_t> join_seq;
+    std::atomic<uint32_t> join_sleepers;
+    alignas(64) Slot slots[kMaxSlots];
+};
+
+namespace {
+
+uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+uint64_t record_size(uint64_t payload) { return round_up(kRecordHeader + payload, kRecordHeader); }
+uint64_t ring_offset() { return round_up(sizeof(Segment), kPage); }
+
+double now() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+double deadline_for(double timeout) { return timeout < 0 ? INFINITY : now() + timeout; }
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+long futex_wait(std::atomic<uint32_t>* word, uint32_t expected, double seconds) {
+    timespec rel{}, *relp = nullptr;
+    if (std::isfinite(seconds)) {
+        rel.tv_sec = time_t(seconds);
+        rel.tv_nsec = long((seconds - double(rel.tv_sec)) * 1e9);
+        relp = &rel;
+    }
+    // FUTEX_WAIT's relative timeout is measured on CLOCK_MONOTONIC.
+    return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, relp, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<uint32_t>* word) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+// Advance a sequence word and wake sleepers; no syscall when nobody sleeps.
+void signal(std::atomic<uint32_t>& seq, std::atomic<uint32_t>& sleepers) {
+    seq.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&seq);
+}
+
+// A zombie still answers kill(pid, 0), so read its state from /proc as well.
+bool pid_alive(int32_t pid) {
+    if (pid <= 0) return false;
+    if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno != ENOENT;
+    char buf[512];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return true;
+    buf[n] = 0;
+    const char* paren = strrchr(buf, ')');
+    if (!paren || paren[1] == 0 || paren[2] == 0) return true;
+    char state = paren[2];
+    return state != 'Z' && state != 'X';
+}
+
+[[noreturn]] void throw_errno(const std::string& what, int err) {
+    throw SystemError(what + ": " + strerror(err), err);
+}
+
+enum class Wake { changed, slice, deadline };
+
+}  // namespace
+
+// ---------------------------------------------------------------- names
+
+std::string ShmQueue::segment_path(const std::string& name) { return "/sage_queue." + name; }
+
+void ShmQueue::validate_name(const std::string& name) {
+    if (name.empty()) throw InvalidArgument("queue name must not be empty");
+    if (name.size() > kMaxNameLength)
+        throw InvalidArgument("queue name is " + std::to_string(name.size()) + " characters long; the limit is " +
+                              std::to_string(kMaxNameLength));
+    for (unsigned char ch : name) {
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                  ch == '-' || ch == '.';
+        if (!ok) {
+            char shown[16];
+            if (ch >= 0x20 && ch < 0x7f) snprintf(shown, sizeof shown, "'%c'", ch);
+            else snprintf(shown, sizeof shown, "byte 0x%02x", ch);
+            throw InvalidArgument(std::string("queue name contains ") + shown +
+                                  "; use only letters, digits, '_', '-' and '.'");
+        }
+    }
+    if (name.find("..") != std::string::npos || name == ".")
+        throw InvalidArgument("queue name must not be '.' or contain '..'");
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
+                   OpenMode mode)
+    : name_(name), pid_(getpid()) {
+    validate_name(name);
+    if (capacity_bytes != 0 && (capacity_bytes < kMinCapacity || capacity_bytes > kMaxCapacity))
+        throw InvalidArgument("capacity_bytes must be between " + std::to_string(kMinCapacity) + " and " +
+                              std::to_string(kMaxCapacity) + ", got " + std::to_string(capacity_bytes));
+    if (maxsize > (1ULL << 40)) throw InvalidArgument("maxsize is too large: " + std::to_string(maxsize));
+    const std::string path = segment_path(name);
+
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        bool created = false;
+        int fd = -1;
+        if (mode != OpenMode::open_only) {
+            fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd >= 0) created = true;
+            else if (errno != EEXIST || mode == OpenMode::create_only)
+                throw_errno("cannot create queue '" + name + "'", errno);
+        }
+        if (!created) {
+            fd = shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
+            if (fd < 0) {
+                if (errno == ENOENT && mode == OpenMode::open_or_create) continue;  // unlinked meanwhile
+                throw_errno("cannot open queue '" + name + "'", errno);
+            }
+        }
+
+        if (created) {
+            const uint64_t cap = round_up(capacity_bytes ? capacity_bytes : kDefaultCapacity, kPage);
+            const uint64_t total = ring_offset() + cap;
+            fchmod(fd, 0600);  // never wider than owner-only, whatever the umask
+            int rc = ftruncate(fd, off_t(total)) == 0 ? 0 : errno;
+            // Reserve the pages now: a full /dev/shm is an error here, not a SIGBUS later.
+            if (rc == 0) rc = posix_fallocate(fd, 0, off_t(total));
+            if (rc != 0) {
+                ::close(fd);
+                shm_unlink(path.c_str());
+                if (rc == ENOSPC)
+                    throw SystemError("not enough room in /dev/shm for queue '" + name + "' (" +
+                                      std::to_string(total) + " bytes); free space there, pass a smaller "
+                                      "capacity_bytes, or give the container more (docker run --shm-size=256m)", rc);
+                throw_errno("cannot size queue '" + name + "'", rc);
+            }
+            void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+            ::close(fd);
+            if (mem == MAP_FAILED) {
+                int e = errno;
+                shm_unlink(path.c_str());
+                throw_errno("cannot map queue '" + name + "'", e);
+            }
+            seg_ = static_cast<Segment*>(mem);
+            map_size_ = total;
+            seg_->magic = kMagic;
+            seg_->version = kLayoutVersion;
+            seg_->header_bytes = sizeof(Segment);
+            seg_->capacity = cap;
+            seg_->maxsize = maxsize;
+            seg_->ring_offset = ring_offset();
+            seg_->total_bytes = total;
+            seg_->persistent = persistent ? 1 : 0;
+            seg_->creator_pid = pid_;
+            pthread_mutexattr_t attr;
+            pthread_mutexattr_init(&attr);
+            pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+            pthread_mutex_init(&seg_->mutex, &attr);
+            pthread_mutexattr_destroy(&attr);
+            seg_->ready.store(1, std::memory_order_release);
+        } else {
+            // The creator may still be sizing or initialising the segment.
+            const double give_up = now() + kInitWaitSeconds;
+            struct stat st{};
+            for (;;) {
+                if (fstat(fd, &st) != 0) {
+                    int e = errno;
+                    ::close(fd);
+                    throw_errno("cannot stat queue '" + name + "'", e);
+                }
+                if (uint64_t(st.st_size) >= ring_offset() + kMinCapacity) {
+                    void* probe = mmap(nullptr, ring_offset(), PROT_READ, MAP_SHARED, fd, 0);
+                    if (probe == MAP_FAILED) break;
+                    bool ready = static_cast<Segment*>(probe)->ready.load(std::memory_order_acquire) == 1;
+                    munmap(probe, ring_offset());
+                    if (ready) break;
+                }
+                if (now() > give_up) {
+                    ::close(fd);
+                    throw CorruptSegment("queue '" + name + "' was never initialised (its creator may have died "
+                                         "while creating it); remove it with `python -m "
+                                         "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`");
+                }
+                usleep(1000);  // only while another process is creating the segment
+            }
+            const uint64_t size = uint64_t(st.st_size);
+            void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+            ::close(fd);
+            if (mem == MAP_FAILED) throw_errno("cannot map queue '" + name + "'", errno);
+            Segment* s = static_cast<Segment*>(mem);
+            std::string problem;
+            if (s->magic != kMagic) problem = "it is not a sage_queue segment (bad magic)";
+            else if (s->version != kLayoutVersion)
+                problem = "its layout version is " + std::to_string(s->version) + ", this build reads " +
+                          std::to_string(kLayoutVersion);
+            else if (s->header_bytes != sizeof(Segment) || s->ring_offset != ring_offset())
+                problem = "its header size does not match this build";
+            else if (s->capacity < kMinCapacity || s->capacity > kMaxCapacity || s->capacity % kPage ||
+                     s->total_bytes != s->ring_offset + s->capacity || s->total_bytes != size)
+                problem = "its sizes are inconsistent (capacity " + std::to_string(s->capacity) + ", file " +
+                          std::to_string(size) + " bytes)";
+            else if (s->maxsize > (1ULL << 40)) problem = "its maxsize is out of range";
+            if (!problem.empty()) {
+                munmap(mem, size);
+                throw CorruptSegment("cannot attach to queue '" + name + "': " + problem);
+            }
+            seg_ = s;
+            map_size_ = size;
+            if (capacity_bytes && round_up(capacity_bytes, kPage) != s->capacity) {
+                uint64_t have = s->capacity;
+                munmap(mem, size);
+                seg_ = nullptr;
+                throw InvalidArgument("queue '" + name + "' exists with capacity_bytes=" + std::to_string(have) +
+                                      ", not " + std::to_string(capacity_bytes) +
+                                      "; open it without capacity_bytes or use another name");
+            }
+            if (maxsize && maxsize != s->maxsize) {
+                uint64_t have = s->maxsize;
+                munmap(mem, size);
+                seg_ = nullptr;
+                throw InvalidArgument("queue '" + name + "' exists with maxsize=" + std::to_string(have) + ", not " +
+                                      std::to_string(maxsize) + "; open it without maxsize or use another name");
+            }
+        }
+        ring_ = reinterpret_cast<uint8_t*>(seg_) + seg_->ring_offset;
+
+        if (mode == OpenMode::inspect) return;  // no slot, never unlinks
+        reap_dead_slots();
+        lock();
+        begin(-1);
+        const Counters& c = seg_->c;
+        bool sane = c.head <= c.read && c.read <= c.tail && c.tail - c.head <= seg_->capacity &&
+                    c.head % kRecordHeader == 0 && c.read % kRecordHeader == 0 && c.tail % kRecordHeader == 0;
+        bool gone = seg_->unlinked.load() != 0;
+        int slot = (sane && !gone) ? take_slot_locked() : -1;
+        end();
+        unlock();
+        if (!sane) {
+            munmap(seg_, map_size_);
+            seg_ = nullptr;
+            throw CorruptSegment("cannot attach to queue '" + name + "': its ring offsets are inconsistent");
+        }
+        if (!gone) {
+            slot_ = slot;
+            return;
+        }
+        munmap(seg_, map_size_);  // raced with the last user's unlink: start over
+        seg_ = nullptr;
+        if (mode == OpenMode::open_only) throw SystemError("queue '" + name + "' was just removed", ENOENT);
+    }
+    throw SystemError("queue '" + name + "' keeps being removed while opening it", EAGAIN);
+}
+
+ShmQueue::~ShmQueue() {
+    try {
+        detach();
+    } catch (...) {
+        // never throw from a destructor; the next user reaps our slot
+    }
+}
+
+void ShmQueue::detach() {
+    if (!seg_) return;
+    if (slot_ >= 0 && getpid() == pid_) {
+        lock();
+        begin(slot_);
+        Slot& mine = seg_->slots[slot_];
+        mine.outstanding = 0;  // our unfinished tasks stay counted: any process may task_done them
+        mine.pid.store(0);
+        bool anyone = false;
+        for (auto& s : seg_->slots) {
+            int32_t p = s.pid.load();
+            if (p && pid_alive(p)) { anyone = true; break; }
+        }
+        bool remove = !anyone && !seg_->persistent && seg_->unlinked.load() == 0;
+        if (remove) {
+            seg_->unlinked.store(1);
+            shm_unlink(segment_path(name_).c_str());
+        }
+        end();
+        unlock();
+    }
+    munmap(seg_, map_size_);
+    seg_ = nullptr;
+    ring_ = nullptr;
+    slot_ = -1;
+}
+
+void ShmQueue::unlink() {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    if (seg_->unlinked.exchange(1) == 0) shm_unlink(segment_path(name_).c_str());
+}
+
+void ShmQueue::after_fork_in_child() {
+    if (!seg_ || getpid() == pid_) return;
+    pid_ = getpid();
+    slot_ = -1;
+    if (seg_->unlinked.load()) return;
+    lock();
+    begin(-1);
+    try {
+        slot_ = take_slot_locked();
+    } catch (...) {
+        end();
+        unlock();
+        throw;
+    }
+    end();
+    unlock();
+}
+
+int ShmQueue::take_slot_locked() {
+    for (int i = 0; i < kMaxSlots; ++i) {
+        if (seg_->slots[i].pid.load() == 0) {
+            seg_->journal.slot_index = i;
+            seg_->journal.saved_slot = {0, seg_->slots[i].outstanding};
+            seg_->slots[i].outstanding = 0;
+            seg_->slots[i].pid.store(pid_);
+            return i;
+        }
+    }
+    throw SystemError("queue '" + name_ + "' already has " + std::to_string(kMaxSlots) +
+                      " attached handles; detach some first", EMFILE);
+}
+
+void ShmQueue::reap_dead_slots() {
+    for (int i = 0; i < kMaxSlots; ++i) {
+        int32_t p = seg_->slots[i].pid.load();
+        if (p == 0 || p == pid_ || pid_alive(p)) continue;
+        lock();
+        begin(i);
+        bool zero = false;
+        Slot& s = seg_->slots[i];
+        if (s.pid.load() == p) {
+            Counters& c = seg_->c;
+            uint64_t lost = s.outstanding < c.unfinished ? s.outstanding : c.unfinished;
+            c.unfinished -= lost;
+            c.stats.written_off_tasks += lost;
+            s.outstanding = 0;
+            s.pid.store(0);
+            zero = lost && c.unfinished == 0;
+        }
+        end();
+        unlock();
+        if (zero) signal(seg_->join_seq, seg_->join_sleepers);
+    }
+}
+
+// ---------------------------------------------------------------- locking
+
+void ShmQueue::lock() {
+    int rc = pthread_mutex_lock(&seg_->mutex);
+    if (rc == EOWNERDEAD) {
+        recover_locked();
+        pthread_mutex_consistent(&seg_->mutex);
+    } else if (rc == ENOTRECOVERABLE) {
+        throw CorruptSegment("the lock of queue '" + name_ + "' is unrecoverable");
+    } else if (rc != 0) {
+        throw_errno("cannot lock queue '" + name_ + "'", rc);
+    }
+}
+
+void ShmQueue::unlock() { pthread_mutex_unlock(&seg_->mutex); }
+
+// Every locked section runs between begin() and end(): a holder killed inside it
+// leaves the journal active, and the next locker rolls its changes back.
+void ShmQueue::begin(int slot) {
+    Journal& j = seg_->journal;
+    j.saved = seg_->c;
+    j.slot_index = slot;
+    if (slot >= 0) j.saved_slot = {seg_->slots[slot].pid.load(), seg_->slots[slot].outstanding};
+    j.active.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void ShmQueue::end() { seg_->journal.active.store(0, std::memory_order_release); }
+
+void ShmQueue::recover_locked() {
+    Journal& j = seg_->journal;
+    if (j.active.load()) {
+        Counters& c = seg_->c;
+        c = j.saved;
+        if (j.slot_index >= 0 && j.slot_index < kMaxSlots) {
+            seg_->slots[j.slot_index].pid.store(j.saved_slot.pid);
+            seg_->slots[j.slot_index].outstanding = j.saved_slot.outstanding;
+        }
+        // Past the restored read pointer a record can only be reserved, committed or
+        // padding: undo any claim or abandonment the dead section made there.
+        const uint64_t cap = seg_->capacity;
+        for (uint64_t off = c.read; off < c.tail;) {
+            auto* r = reinterpret_cast<RecordHeader*>(ring_ + off % cap);
+            uint32_t st = r->state.load();
+            if (st == kClaimed) r->state.store(kCommitted);
+            else if (st == kAbandoned) r->state.store(kReserved);
+            uint64_t size = record_size(r->len);
+            if (r->len > cap || off % cap + size > cap) break;  // corrupt: stop, claim() will report it
+            off += size;
+        }
+        j.active.store(0);
+    }
+    seg_->c.stats.lock_recoveries++;
+}
+
+// ---------------------------------------------------------------- waiting
+
+Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, double deadline,
+                         bool check_liveness) {
+    auto& seq = *static_cast<std::atomic<uint32_t>*>(seq_word);
+    auto& sleepers = *static_cast<std::atomic<uint32_t>*>(sleepers_word);
+    const double start = now();
+    // Spin briefly: most waits end within microseconds, and sleeping costs a syscall each way.
+    for (int i = 0;; ++i) {
+        if (seq.load(std::memory_order_acquire) != seen) return Status::ok;
+        cpu_relax();
+        if ((i & 63) == 63) {
+            double t = now();
+            if (t >= deadline) return Status::timeout;
+            if (t - start >= kSpinSeconds) break;
+        }
+    }
+    for (;;) {
+        double t = now();
+        if (t >= deadline) return Status::timeout;
+        double left = deadline - t;
+        if (check_liveness && left > kLivenessSlice) left = kLivenessSlice;
+        sleepers.fetch_add(1, std::memory_order_seq_cst);
+        if (seq.load(std::memory_order_seq_cst) == seen)
+            futex_wait(&seq, seen, std::isfinite(left) ? left : INFINITY);
+        sleepers.fetch_sub(1, std::memory_order_seq_cst);
+        if (seq.load(std::memory_order_acquire) != seen) return Status::ok;
+        if (check_liveness && now() - t >= kLivenessSlice * 0.9) return Status::ok;  // caller rechecks peers
+    }
+}
+
+// ---------------------------------------------------------------- put
+
+bool ShmQueue::reclaim_space_locked(bool check_claimers) {
+    Counters& c = seg_->c;
+    const uint64_t cap = seg_->capacity;
+    bool moved = false;
+    while (c.head < c.read) {
+        auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.head % cap);
+        uint32_t st = r->state.load(std::memory_order_acquire);
+        uint64_t size = record_size(r->len);
+        if (r->len > cap || c.head % cap + size > cap || c.head + size > c.read)
+            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.head));
+        if (st == kClaimed) {
+            if (!check_claimers || pid_alive(r->claimer)) break;
+            r->state.store(kFree);  // its consumer died while copying it out
+            c.stats.reclaimed_records++;
+        } else if (st != kFree && st != kPad && st != kAbandoned) {
+            throw CorruptSegment("queue '" + name_ + "' has a record in state " + std::to_string(st) +
+                                 " behind its read pointer");
+        }
+        c.head += size;
+        moved = true;
+    }
+    return moved;
+}
+
+Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    if (n == 0) return Status::ok;
+    const uint64_t cap = seg_->capacity;
+    std::vector<uint64_t> sizes(n);
+    uint64_t total = 0, payload_total = 0;
+    for (size_t i = 0; i < n; ++i) {
+        uint64_t len = msgs[i].nparts > 1 ? 8ULL * msgs[i].nparts : 0;
+        for (uint16_t k = 0; k < msgs[i].nparts; ++k) len += msgs[i].parts[k].len;
+        sizes[i] = len;
+        payload_total += len;
+        total += record_size(len);
+    }
+    if (total > cap)
+        throw InvalidArgument((n == 1 ? "item of " : "batch of ") + std::to_string(payload_total) +
+                              " bytes (" + std::to_string(total) + " in the ring) is larger than the ring of queue '" +
+                              name_ + "' (" + std::to_string(cap) + " bytes); create it with a larger capacity_bytes");
+    if (seg_->maxsize && n > seg_->maxsize)
+        throw InvalidArgument("batch of " + std::to_string(n) + " items exceeds maxsize=" +
+                              std::to_string(seg_->maxsize) + " of queue '" + name_ + "'");
+
+    const double deadline = deadline_for(timeout);
+    std::vector<uint64_t> offsets(n);
+    bool check_claimers = false;  // only after a wait slice: a live consumer is usually mid-copy
+    for (;;) {
+        lock();
+        begin(-1);
+        const uint32_t seen = seg_->not_full_seq.load(std::memory_order_seq_cst);
+        Counters& c = seg_->c;
+        Status st = Status::timeout;
+        if (seg_->closed.load()) {
+            st = Status::closed;
+        } else if (!seg_->maxsize || c.items + n <= seg_->maxsize) {
+            for (int pass = 0; pass < 2 && st != Status::ok; ++pass) {
+                if (pass == 1 && !reclaim_space_locked(check_claimers)) break;
+                if (c.head == c.tail && c.tail % cap) {
+                    // Empty ring: restart at a ring boundary so a batch that fits never needs padding.
+                    c.head = c.read = c.tail = round_up(c.tail, cap);
+                }
+                uint64_t p = c.tail;
+                for (size_t i = 0; i < n; ++i) {
+                    uint64_t size = record_size(sizes[i]);
+                    if (p % cap + size > cap) p += cap - p % cap;
+                    offsets[i] = p;
+                    p += size;
+                }
+                if (p - c.head <= cap) {
+                    uint64_t q = c.tail;
+                    for (size_t i = 0; i < n; ++i) {
+                        if (offsets[i] != q) {  // padding up to the ring's end
+                            auto* pad = reinterpret_cast<RecordHeader*>(ring_ + q % cap);
+                            pad->len = offsets[i] - q - kRecordHeader;
+                            pad->pid = pid_;
+                            pad->state.store(kPad, std::memory_order_relaxed);
+                        }
+                        auto* r = reinterpret_cast<RecordHeader*>(ring_ + offsets[i] % cap);
+                        r->tag = msgs[i].tag;
+                        r->nparts = msgs[i].nparts;
+                        r->pid = pid_;
+                        r->claimer = 0;
+                        r->len = sizes[i];
+                        r->state.store(kReserved, std::memory_order_relaxed);
+                        q = offsets[i] + record_size(sizes[i]);
+                    }
+                    c.tail = p;
+                    c.items += n;
+                    c.unfinished += n;
+                    c.stats.puts += n;
+                    c.stats.bytes_put += payload_total;
+                    st = Status::ok;
+                }
+            }
+        }
+        // Blocked behind a claimed record: its consumer may have died, so wake now and then to check.
+        const bool behind_claim =
+            st == Status::timeout && c.head < c.read &&
+            reinterpret_cast<RecordHeader*>(ring_ + c.head % cap)->state.load() == kClaimed;
+        end();
+        unlock();
+        if (st == Status::ok) break;
+        if (st == Status::closed || timeout == 0) return st;
+        double before = now();
+        if (wait_on(&seg_->not_full_seq, &seg_->not_full_sleepers, seen, deadline, behind_claim) == Status::timeout)
+            return Status::timeout;
+        if (behind_claim && seg_->not_full_seq.load() == seen && now() - before >= kLivenessSlice * 0.9)
+            check_claimers = true;
+    }
+
+    // Copy outside the lock, then commit: a record is visible only once complete.
+    for (size_t i = 0; i < n; ++i) {
+        auto* r = reinterpret_cast<RecordHeader*>(ring_ + offsets[i] % cap);
+        uint8_t* dst = reinterpret_cast<uint8_t*>(r) + kRecordHeader;
+        const Message& m = msgs[i];
+        if (m.nparts > 1) {
+            for (uint16_t k = 0; k < m.nparts; ++k) {
+                uint64_t len = m.parts[k].len;
+                memcpy(dst, &len, 8);
+                dst += 8;
+            }
+        }
+        for (uint16_t k = 0; k < m.nparts; ++k) {
+            if (m.parts[k].len) memcpy(dst, m.parts[k].data, m.parts[k].len);
+            dst += m.parts[k].len;
+        }
+        r->state.store(kCommitted, std::memory_order_release);
+    }
+    signal(seg_->not_empty_seq, seg_->not_empty_sleepers);
+    return Status::ok;
+}
+
+// ---------------------------------------------------------------- get
+
+Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std::vector<RecordView>& out) {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    out.clear();
+    if (max_items == 0) return Status::ok;
+    const uint64_t cap = seg_->capacity;
+    const double deadline = deadline_for(timeout);
+    bool check_reservers = false;  // only after a wait slice: a live producer is usually mid-copy
+    for (;;) {
+        lock();
+        begin(slot_);
+        const uint32_t seen = seg_->not_empty_seq.load(std::memory_order_seq_cst);
+        Counters& c = seg_->c;
+        uint64_t bytes = 0;
+        bool corrupt = false;
+        while (out.size() < max_items && c.read < c.tail) {
+            auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.read % cap);
+            uint32_t st = r->state.load(std::memory_order_acquire);
+            uint64_t size = record_size(r->len);
+            if (r->len > cap || c.read % cap + size > cap || c.read + size > c.tail) {
+                corrupt = true;
+                break;
+            }
+            if (st == kPad) {
+                c.read += size;
+            } else if (st == kReserved) {
+                if (!check_reservers || pid_alive(r->pid)) break;
+                r->state.store(kAbandoned);  // its producer died before committing it
+                c.read += size;
+                c.items--;
+                if (c.unfinished) c.unfinished--;
+                c.stats.abandoned_records++;
+            } else if (st == kCommitted) {
+                if (!out.empty() && bytes + r->len > max_bytes) break;
+                r->claimer = pid_;
+                r->state.store(kClaimed, std::memory_order_relaxed);
+                uint8_t* payload = reinterpret_cast<uint8_t*>(r) + kRecordHeader;
+                out.push_back({c.read, r->tag, r->nparts, payload, r->len});
+                c.read += size;
+                c.items--;
+                bytes += r->len;
+            } else {
+                corrupt = true;
+                break;
+            }
+        }
+        if (!out.empty()) {
+            if (slot_ >= 0) seg_->slots[slot_].outstanding += out.size();
+            c.stats.gets += out.size();
+            c.stats.bytes_got += bytes;
+        }
+        const bool drained = c.read == c.tail;
+        end();
+        unlock();
+        if (corrupt && out.empty())
+            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.read));
+        if (!out.empty()) return Status::ok;
+        if (drained && seg_->closed.load()) return Status::closed;
+        if (timeout == 0) return Status::timeout;
+        double before = now();
+        if (wait_on(&seg_->not_empty_seq, &seg_->not_empty_sleepers, seen, deadline, !drained) == Status::timeout)
+            return Status::timeout;
+        if (!drained && seg_->not_empty_seq.load() == seen && now() - before >= kLivenessSlice * 0.9)
+            check_reservers = true;
+    }
+}
+
+void ShmQueue::release(const std::vector<RecordView>& records) {
+    if (!seg_ || records.empty()) return;
+    for (const RecordView& v : records) {
+        auto* r = reinterpret_cast<RecordHeader*>(ring_ + v.offset % seg_->capacity);
+        r->state.store(kFree, std::memory_order_release);
+    }
+    signal(seg_->not_full_seq, seg_->not_full_sleepers);
+}
+
+// ---------------------------------------------------------------- tasks, close, info
+
+void ShmQueue::task_done(uint64_t n) {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    lock();
+    begin(slot_);
+    Counters& c = seg_->c;
+    if (c.unfinished < n) {
+        end();
+        unlock();
+        throw InvalidArgument("task_done() called too many times");
+    }
+    c.unfinished -= n;
+    if (slot_ >= 0) {
+        uint64_t& mine = seg_->slots[slot_].outstanding;
+        mine -= mine < n ? mine : n;
+    }
+    bool zero = c.unfinished == 0;
+    end();
+    unlock();
+    if (zero) signal(seg_->join_seq, seg_->join_sleepers);
+}
+
+Status ShmQueue::join(double timeout) {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    const double deadline = deadline_for(timeout);
+    for (;;) {
+        lock();
+        const uint32_t seen = seg_->join_seq.load(std::memory_order_seq_cst);
+        const uint64_t left = seg_->c.unfinished;
+        unlock();
+        if (left == 0) return Status::ok;
+        if (timeout == 0) return Status::timeout;
+        // Wake up now and then to write off the tasks of consumers that died.
+        if (wait_on(&seg_->join_seq, &seg_->join_sleepers, seen, deadline, true) == Status::timeout)
+            return Status::timeout;
+        reap_dead_slots();
+    }
+}
+
+void ShmQueue::close() {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    seg_->closed.store(1);
+    signal(seg_->not_empty_seq, seg_->not_empty_sleepers);
+    signal(seg_->not_full_seq, seg_->not_full_sleepers);
+    signal(seg_->join_seq, seg_->join_sleepers);
+}
+
+uint64_t ShmQueue::qsize() const {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    return __atomic_load_n(&seg_->c.items, __ATOMIC_ACQUIRE);
+}
+
+uint64_t ShmQueue::capacity_bytes() const { return seg_ ? seg_->capacity : 0; }
+uint64_t ShmQueue::maxsize() const { return seg_ ? seg_->maxsize : 0; }
+
+Info ShmQueue::info() const {
+    if (!seg_) throw InvalidArgument("queue is detached");
+    auto* self = const_cast<ShmQueue*>(this);
+    Info in{};
+    self->lock();
+    const Counters& c = seg_->c;
+    in.capacity_bytes = seg_->capacity;
+    in.maxsize = seg_->maxsize;
+    in.items = c.items;
+    in.unfinished = c.unfinished;
+    in.used_bytes = c.tail - c.head;
+    in.head = c.head;
+    in.read = c.read;
+    in.tail = c.tail;
+    in.stats = c.stats;
+    std::vector<int32_t> pids;
+    for (auto& s : seg_->slots)
+        if (int32_t p = s.pid.load()) pids.push_back(p);
+    self->unlock();
+    in.closed = seg_->closed.load() != 0;
+    in.persistent = seg_->persistent != 0;
+    in.version = seg_->version;
+    in.creator_pid = seg_->creator_pid;
+    for (int32_t p : pids) in.attached.emplace_back(p, pid_alive(p));
+    return in;
+}
+
+}  // namespace sage
