@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cerrno>
+#include <cmath>
 #include <vector>
 
 #include "shm_queue.h"
@@ -153,8 +154,10 @@ py::object decode(const sage::RecordView& r) {
         kwargs[support.buffers_kw] = bufs;
         result = PyObject_Call(support.loads, args.ptr(), kwargs.ptr());
     }
-    py::object released = py::reinterpret_steal<py::object>(PyObject_CallMethod(view.ptr(), "release", nullptr));
-    if (!released) PyErr_Clear();
+    if (Py_REFCNT(view.ptr()) > 1) {  // someone kept the view: cut it off before the record is reused
+        py::object released = py::reinterpret_steal<py::object>(PyObject_CallMethod(view.ptr(), "release", nullptr));
+        if (!released) PyErr_Clear();
+    }
     if (!result) throw py::error_already_set();
     return py::reinterpret_steal<py::object>(result);
 }
@@ -166,9 +169,60 @@ struct ReleaseGuard {
     ~ReleaseGuard() { q.release(records); }
 };
 
-double check_timeout(double timeout) {
-    if (timeout < 0 && timeout != sage::kForever) raise(PyExc_ValueError, "'timeout' must be a non-negative number");
-    return timeout;
+// The stdlib's meaning: block=False never waits; timeout=None waits forever.
+double to_timeout(bool block, py::handle timeout) {
+    if (!block) return 0;
+    if (timeout.is_none()) return sage::kForever;
+    double t = PyFloat_AsDouble(timeout.ptr());
+    if (t == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    if (t < 0 || std::isnan(t)) raise(PyExc_ValueError, "'timeout' must be a non-negative number");
+    return t;
+}
+
+// Pickle protocol 5 in the caller; bytes-like items travel raw.
+struct Encoder {
+    PyObject* dumps = nullptr;
+    PyObject* protocol = nullptr;
+    PyObject* kwnames = nullptr;  // ("buffer_callback",)
+    PyObject* oob = nullptr;      // reused list of out-of-band buffers
+    PyObject* oob_append = nullptr;
+    bool busy = false;            // a __reduce__ may put into another queue
+
+    void add(Batch& b, PyObject* item) {
+        if (PyBytes_CheckExact(item) || PyMemoryView_Check(item)) return b.add(kTagBytes, item, nullptr);
+        if (PyByteArray_CheckExact(item)) return b.add(kTagByteArray, item, nullptr);
+        py::object fresh_list, fresh_append;
+        PyObject* list = oob;
+        PyObject* append = oob_append;
+        if (busy) {
+            fresh_list = py::list();
+            fresh_append = fresh_list.attr("append");
+            list = fresh_list.ptr();
+            append = fresh_append.ptr();
+        }
+        bool was_busy = busy;
+        busy = true;
+        PyObject* args[] = {item, protocol, append};
+        PyObject* data = PyObject_Vectorcall(dumps, args, 2, kwnames);
+        busy = was_busy;
+        if (!data) {
+            PyList_SetSlice(list, 0, PY_SSIZE_T_MAX, nullptr);
+            throw py::error_already_set();
+        }
+        py::object keep = py::reinterpret_steal<py::object>(data);
+        // The held Py_buffers keep the pickle and each out-of-band buffer alive.
+        b.add(kTagPickle, data, PyList_GET_SIZE(list) ? list : nullptr);
+        PyList_SetSlice(list, 0, PY_SSIZE_T_MAX, nullptr);
+    }
+} encoder;
+
+py::object get_one(sage::ShmQueue& q, double timeout) {
+    std::vector<sage::RecordView> got;
+    Status st = claim(q, 1, UINT64_MAX, timeout, got);
+    if (st == Status::timeout) raise(support.empty, "");
+    if (st == Status::closed) raise(support.closed, "queue is closed and empty");
+    ReleaseGuard guard{q, got};
+    return decode(got[0]);
 }
 
 sage::OpenMode parse_mode(const std::string& mode) {
@@ -234,13 +288,20 @@ PYBIND11_MODULE(_native, m) {
         }
     });
 
-    m.def("_set_support", [](py::object empty, py::object full, py::object closed, py::object loads) {
+    m.def("_set_support", [](py::object empty, py::object full, py::object closed) {
         support.empty = empty.release().ptr();
         support.full = full.release().ptr();
         support.closed = closed.release().ptr();
-        support.loads = loads.release().ptr();
-        support.buffers_kw = py::str("buffers").release().ptr();
     });
+    py::module_ pickle = py::module_::import("pickle");
+    support.loads = py::object(pickle.attr("loads")).release().ptr();
+    support.buffers_kw = py::str("buffers").release().ptr();
+    encoder.dumps = py::object(pickle.attr("dumps")).release().ptr();
+    encoder.protocol = py::int_(5).release().ptr();
+    encoder.kwnames = py::make_tuple("buffer_callback").release().ptr();
+    py::list oob;
+    encoder.oob_append = py::object(oob.attr("append")).release().ptr();
+    encoder.oob = oob.release().ptr();
     m.def("validate_name", &sage::ShmQueue::validate_name);
     m.def("segment_path", &sage::ShmQueue::segment_path);
 
@@ -257,55 +318,49 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("capacity_bytes", &sage::ShmQueue::capacity_bytes)
         .def_property_readonly("maxsize", &sage::ShmQueue::maxsize)
         .def_property_readonly("attached", &sage::ShmQueue::attached)
-        .def("put", [](sage::ShmQueue& q, uint8_t tag, py::handle data, py::handle oob, double timeout) {
-            check_timeout(timeout);
+        .def("put", [](sage::ShmQueue& q, py::handle item, bool block, py::handle timeout) {
+            double t = to_timeout(block, timeout);
             Batch b;
-            b.add(tag, data.ptr(), oob.ptr());
-            check_put(put_batch(q, b, timeout));
-        })
-        .def("put_many", [](sage::ShmQueue& q, py::handle records, double timeout) {
-            // records: a sequence of (tag, data, oob) triples
-            check_timeout(timeout);
-            py::object seq = py::reinterpret_steal<py::object>(PySequence_Fast(records.ptr(), "records must be a sequence"));
-            if (!seq) throw py::error_already_set();
+            encoder.add(b, item.ptr());
+            check_put(put_batch(q, b, t));
+        }, py::arg("item"), py::arg("block") = true, py::arg("timeout") = py::none())
+        .def("put_nowait", [](sage::ShmQueue& q, py::handle item) {
             Batch b;
-            Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
-            for (Py_ssize_t i = 0; i < n; ++i) {
-                PyObject* t = PySequence_Fast_GET_ITEM(seq.ptr(), i);
-                if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) raise(PyExc_TypeError, "record must be (tag, data, oob)");
-                long tag = PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
-                if (tag < 0 || tag > 255) raise(PyExc_ValueError, "record tag out of range");
-                b.add(uint8_t(tag), PyTuple_GET_ITEM(t, 1), PyTuple_GET_ITEM(t, 2));
-            }
-            check_put(put_batch(q, b, timeout));
-        })
-        .def("get", [](sage::ShmQueue& q, double timeout) {
-            check_timeout(timeout);
+            encoder.add(b, item.ptr());
+            check_put(put_batch(q, b, 0));
+        }, py::arg("item"))
+        .def("put_many", [](sage::ShmQueue& q, py::iterable items, bool block, py::handle timeout) {
+            double t = to_timeout(block, timeout);
+            Batch b;
+            for (py::handle item : items) encoder.add(b, item.ptr());
+            check_put(put_batch(q, b, t));
+        }, py::arg("items"), py::arg("block") = true, py::arg("timeout") = py::none())
+        .def("get", [](sage::ShmQueue& q, bool block, py::handle timeout) {
+            return get_one(q, to_timeout(block, timeout));
+        }, py::arg("block") = true, py::arg("timeout") = py::none())
+        .def("get_nowait", [](sage::ShmQueue& q) { return get_one(q, 0); })
+        .def("get_many", [](sage::ShmQueue& q, size_t max_items, bool block, py::handle timeout, uint64_t max_bytes) {
+            double t = to_timeout(block, timeout);
+            if (max_items < 1) raise(PyExc_ValueError, "max_items must be >= 1");
             std::vector<sage::RecordView> got;
-            Status st = claim(q, 1, UINT64_MAX, timeout, got);
-            if (st == Status::timeout) raise(support.empty, "");
-            if (st == Status::closed) raise(support.closed, "queue is closed and empty");
-            ReleaseGuard guard{q, got};
-            return decode(got[0]);
-        })
-        .def("get_many", [](sage::ShmQueue& q, size_t max_items, uint64_t max_bytes, double timeout) {
-            check_timeout(timeout);
-            std::vector<sage::RecordView> got;
-            Status st = claim(q, max_items, max_bytes, timeout, got);
+            Status st = claim(q, max_items, max_bytes, t, got);
             if (st == Status::timeout) raise(support.empty, "");
             if (st == Status::closed) raise(support.closed, "queue is closed and empty");
             ReleaseGuard guard{q, got};
             py::list out(got.size());
             for (size_t i = 0; i < got.size(); ++i) out[i] = decode(got[i]);
             return out;
-        })
+        }, py::arg("max_items") = 64, py::arg("block") = true, py::arg("timeout") = py::none(),
+           py::arg("max_bytes") = uint64_t(16) << 20)
         .def("qsize", &sage::ShmQueue::qsize)
-        .def("task_done", &sage::ShmQueue::task_done, py::arg("n") = 1)
-        .def("join", [](sage::ShmQueue& q, double timeout) {
-            check_timeout(timeout);
+        .def("empty", [](const sage::ShmQueue& q) { return q.qsize() == 0; })
+        .def("full", [](const sage::ShmQueue& q) { return q.maxsize() > 0 && q.qsize() >= q.maxsize(); })
+        .def("task_done", [](sage::ShmQueue& q) { q.task_done(1); })
+        .def("join", [](sage::ShmQueue& q, py::handle timeout) {
+            double t = to_timeout(true, timeout);
             py::gil_scoped_release nogil;
-            return q.join(timeout) == Status::ok;
-        })
+            return q.join(t) == Status::ok;
+        }, py::arg("timeout") = py::none())
         .def("close", &sage::ShmQueue::close)
         .def("unlink", &sage::ShmQueue::unlink)
         .def("detach", &sage::ShmQueue::detach)

@@ -9,9 +9,9 @@ are copied once in and once out.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
-import pickle
 import queue
 import secrets
 import weakref
@@ -47,11 +47,7 @@ class QueueClosed(getattr(queue, "ShutDown", Exception)):
     """The queue was closed: put() always raises it, get() once the queue is empty."""
 
 
-_native._set_support(queue.Empty, queue.Full, QueueClosed, pickle.loads)
-_TAG_PICKLE = _native.TAG_PICKLE
-_TAG_BYTES = _native.TAG_BYTES
-_TAG_BYTEARRAY = _native.TAG_BYTEARRAY
-_FOREVER = -1.0
+_native._set_support(queue.Empty, queue.Full, QueueClosed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,37 +93,26 @@ class QueueStats:
         )
 
 
-def _timeout(block: bool, timeout: float | None) -> float:
-    """The native timeout: 0 = do not block, -1 = forever, else seconds (stdlib meaning)."""
-    if not block:
-        return 0.0
-    if timeout is None:
-        return _FOREVER
-    if timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return float(timeout)
-
-
-def _encode(item):
-    kind = type(item)
-    if kind is bytes or kind is memoryview:
-        return _TAG_BYTES, item, None
-    if kind is bytearray:
-        return _TAG_BYTEARRAY, item, None
-    buffers = []
-    data = pickle.dumps(item, protocol=5, buffer_callback=buffers.append)
-    return _TAG_PICKLE, data, buffers or None
-
-
-# Handles of this process, re-registered in a forked child so it counts as a user.
+# Handles of this process: re-registered in a forked child so it counts as a user,
+# and detached at exit so the last process out removes the segment.
 _live_handles: weakref.WeakSet = weakref.WeakSet()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        after_in_child=lambda: [h._native.after_fork_in_child() for h in list(_live_handles)]
-    )
 
 
-class SageQueue:
+def _after_fork_in_child() -> None:
+    for handle in list(_live_handles):
+        handle.after_fork_in_child()
+
+
+def _detach_all() -> None:
+    for handle in list(_live_handles):
+        handle.detach()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_detach_all)
+
+
+class SageQueue(_native.ShmQueue):
     """A multi-producer, multi-consumer queue shared by processes on one machine.
 
     ``SageQueue(name)`` opens the queue of that name or creates it; ``SageQueue.open(name)``
@@ -153,13 +138,8 @@ class SageQueue:
             raise ValueError(f"maxsize must be >= 0, got {maxsize}")
         if capacity_bytes is not None and capacity_bytes <= 0:
             raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
-        self._native = _native.ShmQueue(name, capacity_bytes or 0, maxsize, persistent, _mode)
-        self._name = name
-        self._finalizer = weakref.finalize(self, self._native.detach)
+        super().__init__(name, capacity_bytes or 0, maxsize, persistent, _mode)
         _live_handles.add(self)
-        # Bound once: put/get are the hot path.
-        self._put = self._native.put
-        self._get = self._native.get
 
     @classmethod
     def open(cls, name: str) -> SageQueue:
@@ -171,99 +151,37 @@ class SageQueue:
         """Create a new queue; FileExistsError if the name is taken."""
         return cls(name, _mode="create_only", **options)
 
-    # -- queue.Queue surface -------------------------------------------------
-
-    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
-        self._put(*_encode(item), _timeout(block, timeout))
-
-    def get(self, block: bool = True, timeout: float | None = None):
-        return self._get(_timeout(block, timeout))
-
-    def put_nowait(self, item) -> None:
-        self._put(*_encode(item), 0.0)
-
-    def get_nowait(self):
-        return self._get(0.0)
-
-    def qsize(self) -> int:
-        return self._native.qsize()
-
-    def empty(self) -> bool:
-        return self._native.qsize() == 0
-
-    def full(self) -> bool:
-        maxsize = self._native.maxsize
-        return maxsize > 0 and self._native.qsize() >= maxsize
-
-    def task_done(self) -> None:
-        self._native.task_done(1)
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Block until every item put has been task_done'd; False if ``timeout`` expired.
-
-        Tasks held by consumers that died are written off (counted in
-        ``stats().written_off_tasks``), so join() does not wait for the dead.
-        """
-        return self._native.join(_timeout(True, timeout))
-
-    # -- batches ---------------------------------------------------------------
-
-    def put_many(self, items, block: bool = True, timeout: float | None = None) -> None:
-        """Put all items, in order, under one lock: all of them or none (queue.Full)."""
-        records = [_encode(item) for item in items]
-        self._native.put_many(records, _timeout(block, timeout))
-
-    def get_many(
-        self,
-        max_items: int = 64,
-        block: bool = True,
-        timeout: float | None = None,
-        max_bytes: int = DEFAULT_BATCH_BYTES,
-    ) -> list:
-        """Take 1..max_items items (stopping past max_bytes), waiting as get() does for the first."""
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        return self._native.get_many(max_items, max_bytes, _timeout(block, timeout))
+    # The queue.Queue surface and the batch calls are native (inherited):
+    #   put(item, block=True, timeout=None), get(block=True, timeout=None),
+    #   put_nowait(item), get_nowait(), qsize(), empty(), full(), task_done(),
+    #   join(timeout=None) -> bool (False if timeout expired; tasks held by dead
+    #   consumers are written off, see QueueStats.written_off_tasks),
+    #   put_many(items, block=True, timeout=None): all items under one lock, all or none,
+    #   get_many(max_items=64, block=True, timeout=None, max_bytes=16 MiB): 1..max_items.
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close the queue for every process: puts raise QueueClosed, gets drain, then raise it.
-
-        Blocked callers wake at once. This handle stays attached (see detach()).
-        """
-        self._native.close()
+    # close(): closes the queue for every process: puts raise QueueClosed, gets drain
+    #   what is left, then raise it; blocked callers wake at once. The handle stays attached.
 
     def detach(self) -> None:
         """Release this handle; the last process to detach removes the segment."""
         _live_handles.discard(self)
-        self._finalizer()
+        super().detach()
 
     def destroy(self) -> None:
         """Close the queue, remove its name now, and detach. Attached peers see it closed."""
-        if self._native.attached:
-            self._native.close()
-            self._native.unlink()
+        if self.attached:
+            self.close()
+            self.unlink()
         self.detach()
 
     def stats(self) -> QueueStats:
-        return QueueStats.from_info(self._name, self._native.info())
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def maxsize(self) -> int:
-        return self._native.maxsize
-
-    @property
-    def capacity_bytes(self) -> int:
-        return self._native.capacity_bytes
+        return QueueStats.from_info(self.name, self.info())
 
     @property
     def closed(self) -> bool:
-        return self._native.info()["closed"]
+        return self.info()["closed"]
 
     def __enter__(self) -> SageQueue:
         return self
@@ -273,8 +191,9 @@ class SageQueue:
 
     def __reduce__(self):
         # Pickled as a reference: the receiver attaches to the same segment.
-        return (SageQueue.open, (self._name,))
+        return (SageQueue.open, (self.name,))
 
     def __repr__(self) -> str:
-        state = "attached" if self._native.attached else "detached"
-        return f"SageQueue(name={self._name!r}, maxsize={self.maxsize}, capacity_bytes={self.capacity_bytes}, {state})"
+        if not self.attached:
+            return f"SageQueue(name={self.name!r}, detached)"
+        return f"SageQueue(name={self.name!r}, maxsize={self.maxsize}, capacity_bytes={self.capacity_bytes})"
