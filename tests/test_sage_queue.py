@@ -1,0 +1,503 @@
+"""The SageQueue contract (DESIGN.md section 5): the queue.Queue surface across processes,
+batches, close/destroy, pickling as a reference, and bad input that leaves the queue unchanged."""
+
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import stat
+import threading
+import time
+import warnings
+
+import pytest
+
+import queue_workers
+from conftest import requires_native, segment_file
+
+pytestmark = [requires_native, pytest.mark.timeout(60)]
+
+spawn = mp.get_context("spawn")
+fork = mp.get_context("fork")
+
+
+@pytest.fixture
+def sq():
+    from sage_ext.sage_queue.python import sage_queue
+
+    return sage_queue
+
+
+def _snapshot(q):
+    s = q.stats()
+    return (q.qsize(), s.puts, s.gets, s.used_bytes, s.unfinished_tasks)
+
+
+# -- basic behaviour -----------------------------------------------------------
+
+
+def test_new_import_path_emits_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from sage_ext.sage_queue.python.sage_queue import SageQueue  # noqa: F401
+
+
+def test_items_of_every_kind_round_trip_in_fifo_order(make_queue):
+    q = make_queue()
+    items = [
+        {"id": 1, "vals": [1, 2, 3]},
+        b"raw bytes",
+        bytearray(b"mutable"),
+        None,
+        ("tuple", 2.5),
+        "x" * 100_000,
+        b"\0" * 300_000,
+    ]
+    for item in items:
+        q.put(item)
+    assert q.qsize() == len(items)
+    got = [q.get() for _ in items]
+    assert got == items
+    assert type(got[1]) is bytes and type(got[2]) is bytearray
+
+
+def test_memoryview_is_delivered_as_bytes(make_queue):
+    q = make_queue()
+    q.put(memoryview(b"abcdef")[1:4])
+    assert q.get() == b"bcd"
+
+
+class Blob:
+    """Pickles its buffer out-of-band under protocol 5, as numpy arrays do."""
+
+    def __init__(self, data):
+        self.data = bytearray(data)
+
+    def __reduce_ex__(self, protocol):
+        return (Blob, (pickle.PickleBuffer(self.data),))
+
+
+def test_out_of_band_buffers_arrive_intact_and_writable(make_queue):
+    q = make_queue()
+    payload = os.urandom(1 << 20)
+    buffers = []
+    pickle.dumps(Blob(payload), protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1, "the test object must really use an out-of-band buffer"
+    q.put({"blob": Blob(payload), "n": 7})
+    got = q.get()
+    assert got["n"] == 7 and bytes(got["blob"].data) == payload
+    got["blob"].data[0] ^= 0xFF  # a private copy, not a view into the ring
+
+
+def test_get_on_empty_queue_raises_empty_and_honours_timeout(make_queue):
+    q = make_queue()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(block=False, timeout=5)  # block=False ignores timeout, as in queue.Queue
+    t0 = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    assert 0.18 <= time.monotonic() - t0 < 2
+
+
+def test_put_on_full_queue_raises_full_and_honours_timeout(make_queue):
+    q = make_queue(maxsize=2)
+    q.put(1)
+    q.put(2)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    t0 = time.monotonic()
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.2)
+    assert 0.18 <= time.monotonic() - t0 < 2
+    assert [q.get(), q.get()] == [1, 2]
+
+
+def test_blocked_put_resumes_when_a_consumer_makes_room(make_queue):
+    q = make_queue(maxsize=1)
+    q.put("first")
+    threading.Timer(0.1, q.get).start()
+    q.put("second", timeout=5)
+    assert q.get() == "second"
+
+
+def test_ring_capacity_bounds_the_queue_when_maxsize_is_zero(make_queue):
+    q = make_queue(capacity_bytes=64 * 1024)
+    item = b"x" * 1000
+    count = 0
+    with pytest.raises(queue.Full):
+        while True:
+            q.put_nowait(item)
+            count += 1
+    assert 50 < count < 66
+    assert q.get() == item
+    q.put_nowait(item)  # a freed record makes room again
+
+
+def test_wrapping_around_the_ring_many_times_keeps_every_item(make_queue):
+    q = make_queue(capacity_bytes=16 * 1024)
+    for i in range(5000):
+        q.put(b"%d" % i * (i % 50 + 1))
+        assert q.get() == b"%d" % i * (i % 50 + 1)
+
+
+# -- bad input leaves the queue unchanged ------------------------------------------
+
+
+def test_put_larger_than_ring_is_rejected_and_queue_unchanged(make_queue):
+    q = make_queue(capacity_bytes=64 * 1024)
+    q.put("keep")
+    before = _snapshot(q)
+    with pytest.raises(ValueError) as err:
+        q.put(b"x" * 100_000)
+    assert "100000" in str(err.value) and "65536" in str(err.value)
+    assert _snapshot(q) == before
+    assert q.get() == "keep"
+
+
+def test_unpicklable_item_raises_in_put_and_queue_unchanged(make_queue):
+    q = make_queue()
+    q.put("keep")
+    before = _snapshot(q)
+    with pytest.raises((TypeError, pickle.PicklingError, AttributeError)):
+        q.put(threading.Lock())
+    with pytest.raises((TypeError, pickle.PicklingError, AttributeError)):
+        q.put_many(["fine", lambda: None])
+    assert _snapshot(q) == before
+    assert q.get() == "keep"
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "/abs", "..", "a..b", ".", "nul\0byte", "spa ce", "x" * 201, "é"]
+)
+def test_bad_queue_names_are_rejected(sq, name):
+    with pytest.raises(ValueError):
+        sq.SageQueue(name)
+
+
+def test_longest_allowed_name_works(make_queue):
+    q = make_queue(name="n" * 200)
+    q.put(1)
+    assert q.get() == 1
+
+
+def test_non_string_name_is_a_type_error(sq):
+    with pytest.raises(TypeError):
+        sq.SageQueue(42)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda q: q.put(1, timeout=-1),
+        lambda q: q.get(timeout=-0.5),
+        lambda q: q.put_many([1], timeout=-1),
+        lambda q: q.get_many(4, timeout=-1),
+        lambda q: q.join(timeout=-1),
+    ],
+)
+def test_negative_timeout_is_a_value_error_and_queue_unchanged(make_queue, call):
+    q = make_queue()
+    q.put("keep")
+    before = _snapshot(q)
+    with pytest.raises(ValueError, match="non-negative"):
+        call(q)
+    assert _snapshot(q) == before
+
+
+def test_negative_sizes_are_rejected(sq, queue_name):
+    with pytest.raises(ValueError):
+        sq.SageQueue(queue_name, maxsize=-1)
+    with pytest.raises(ValueError):
+        sq.SageQueue(queue_name, capacity_bytes=-5)
+    with pytest.raises(ValueError):
+        sq.SageQueue(queue_name, capacity_bytes=100)  # below one page
+    assert not os.path.exists(segment_file(queue_name))
+
+
+def test_reopening_with_different_sizes_is_an_error(make_queue, sq):
+    q = make_queue(maxsize=3, capacity_bytes=1 << 20)
+    with pytest.raises(ValueError, match="maxsize=3"):
+        sq.SageQueue(q.name, maxsize=5)
+    with pytest.raises(ValueError, match="capacity_bytes"):
+        sq.SageQueue(q.name, capacity_bytes=2 << 20)
+    with sq.SageQueue(q.name) as same:
+        assert same.maxsize == 3 and same.capacity_bytes == 1 << 20
+
+
+def test_open_missing_queue_is_file_not_found_and_create_existing_is_file_exists(make_queue, sq, queue_name):
+    with pytest.raises(FileNotFoundError):
+        sq.SageQueue.open(queue_name + "-missing")
+    q = make_queue()
+    with pytest.raises(FileExistsError):
+        sq.SageQueue.create(q.name)
+
+
+def test_task_done_called_too_often_is_a_value_error(make_queue):
+    q = make_queue()
+    q.put(1)
+    q.get()
+    q.task_done()
+    with pytest.raises(ValueError, match="too many times"):
+        q.task_done()
+
+
+# -- batches ---------------------------------------------------------------------
+
+
+def test_put_many_and_get_many_keep_order_and_bounds(make_queue):
+    q = make_queue()
+    q.put_many(range(100))
+    assert q.qsize() == 100
+    assert q.get_many(10) == list(range(10))
+    assert q.get_many(1000) == list(range(10, 100))
+    with pytest.raises(queue.Empty):
+        q.get_many(5, block=False)
+    with pytest.raises(ValueError):
+        q.get_many(0)
+
+
+def test_get_many_stops_at_max_bytes_but_always_returns_one(make_queue):
+    q = make_queue()
+    q.put_many([b"a" * 1000] * 10)
+    assert len(q.get_many(10, max_bytes=3500)) == 3
+    assert len(q.get_many(10, max_bytes=10)) == 1
+
+
+def test_put_many_is_all_or_nothing_on_full(make_queue):
+    q = make_queue(maxsize=5)
+    q.put_many([1, 2, 3])
+    before = _snapshot(q)
+    with pytest.raises(queue.Full):
+        q.put_many([4, 5, 6], block=False)
+    with pytest.raises(queue.Full):
+        q.put_many([4, 5, 6], timeout=0.1)
+    assert _snapshot(q) == before
+    with pytest.raises(ValueError, match="maxsize"):
+        q.put_many(range(6))
+    q.put_many([4, 5])
+    assert q.get_many(10) == [1, 2, 3, 4, 5]
+
+
+def test_batch_larger_than_ring_is_rejected(make_queue):
+    q = make_queue(capacity_bytes=16 * 1024)
+    with pytest.raises(ValueError, match="larger than the ring"):
+        q.put_many([b"x" * 1000] * 20)
+    assert q.qsize() == 0
+
+
+def test_get_many_waits_for_the_first_item(make_queue):
+    q = make_queue()
+    threading.Timer(0.1, q.put_many, args=([1, 2],)).start()
+    assert q.get_many(10, timeout=5) == [1, 2]
+
+
+# -- across processes ------------------------------------------------------------
+
+
+def test_spawned_process_attaches_by_pickled_reference(make_queue):
+    q = make_queue()
+    p = spawn.Process(target=queue_workers.put_items, args=(q, [{"n": i} for i in range(100)]))
+    p.start()
+    got = [q.get(timeout=30) for _ in range(100)]
+    p.join(30)
+    assert p.exitcode == 0
+    assert got == [{"n": i} for i in range(100)]
+
+
+def test_pickle_round_trip_reaches_the_same_queue(make_queue):
+    q = make_queue()
+    other = pickle.loads(pickle.dumps(q))
+    other.put("via the copy")
+    assert q.get() == "via the copy"
+    other.detach()
+
+
+def test_qsize_empty_full_are_exact_across_processes(make_queue):
+    q = make_queue(maxsize=7)
+    q.put_many(range(7))
+    out = spawn.SimpleQueue()
+    p = spawn.Process(target=queue_workers.report_qsize, args=(q.name, out))
+    p.start()
+    assert out.get() == (7, False, True)
+    p.join(30)
+
+
+def test_join_waits_for_task_done_in_another_process(make_queue):
+    q = make_queue()
+    q.put_many(range(20))
+    assert q.join(timeout=0.05) is False
+    p = spawn.Process(target=queue_workers.get_and_task_done, args=(q, 20, 0.01))
+    p.start()
+    assert q.join(timeout=30) is True
+    p.join(30)
+    assert q.stats().unfinished_tasks == 0
+
+
+def test_many_producers_and_consumers_deliver_each_item_once_in_producer_order(make_queue):
+    q = make_queue(capacity_bytes=256 * 1024)
+    producers, consumers, count = 4, 4, 5000
+    out = fork.SimpleQueue()
+    procs = [fork.Process(target=queue_workers.put_range, args=(q, p, count)) for p in range(producers)]
+    procs += [fork.Process(target=queue_workers.drain_until_closed, args=(q, out)) for _ in range(consumers)]
+    for p in procs:
+        p.start()
+    for p in procs[:producers]:
+        p.join(60)
+    while q.qsize():
+        time.sleep(0.01)
+    q.close()
+    results = [out.get() for _ in range(consumers)]
+    for p in procs[producers:]:
+        p.join(30)
+    got = [item for r in results for item in r]
+    assert sorted(got) == [(p, i) for p in range(producers) for i in range(count)]
+    for r in results:  # each consumer sees each producer's items in order
+        for p in range(producers):
+            seq = [i for (pp, i) in r if pp == p]
+            assert seq == sorted(seq)
+
+
+def test_forked_child_counts_as_a_user(queue_name, sq):
+    q = sq.SageQueue(queue_name)
+    p = fork.Process(target=queue_workers.put_items, args=(q, ["from child"]))
+    p.start()
+    assert q.get(timeout=30) == "from child"
+    p.join(30)
+    q.detach()
+    assert not os.path.exists(segment_file(queue_name))
+
+
+# -- close, destroy, lifecycle -----------------------------------------------------
+
+
+def test_close_drains_remaining_items_then_raises_queue_closed(make_queue, sq):
+    q = make_queue()
+    q.put_many([1, 2])
+    q.close()
+    with pytest.raises(sq.QueueClosed):
+        q.put(3)
+    assert q.get() == 1
+    assert q.get_many(5) == [2]
+    with pytest.raises(sq.QueueClosed):
+        q.get()
+    with pytest.raises(sq.QueueClosed):
+        q.get_nowait()
+    assert q.closed
+
+
+def test_close_wakes_blocked_getter_in_thread_within_100ms(make_queue, sq):
+    q = make_queue()
+    woke = []
+
+    def getter():
+        try:
+            q.get()
+        except sq.QueueClosed:
+            woke.append(time.monotonic())
+
+    t = threading.Thread(target=getter)
+    t.start()
+    time.sleep(0.2)
+    closed_at = time.monotonic()
+    q.close()
+    t.join(5)
+    assert woke and woke[0] - closed_at < 0.1
+
+
+def test_close_wakes_blocked_putter_within_100ms(make_queue, sq):
+    q = make_queue(maxsize=1)
+    q.put(0)
+    woke = []
+
+    def putter():
+        try:
+            q.put(1)
+        except sq.QueueClosed:
+            woke.append(time.monotonic())
+
+    t = threading.Thread(target=putter)
+    t.start()
+    time.sleep(0.2)
+    closed_at = time.monotonic()
+    q.close()
+    t.join(5)
+    assert woke and woke[0] - closed_at < 0.1
+
+
+def test_close_wakes_blocked_getter_in_another_process_within_100ms(make_queue):
+    q = make_queue()
+    result, started = spawn.Value("d", 0.0), spawn.Event()
+    p = spawn.Process(target=queue_workers.wait_for_close, args=(q, result, started))
+    p.start()
+    assert started.wait(30)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    q.close()
+    p.join(10)
+    assert p.exitcode == 0 and 0 <= result.value
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_queue_closed_is_the_stdlib_shutdown_error_where_it_exists(sq):
+    if hasattr(queue, "ShutDown"):
+        assert issubclass(sq.QueueClosed, queue.ShutDown)
+    assert issubclass(sq.QueueClosed, Exception)
+
+
+def test_segment_is_owner_only_and_removed_when_last_user_detaches(queue_name, sq):
+    a = sq.SageQueue(queue_name)
+    b = sq.SageQueue.open(queue_name)
+    mode = os.stat(segment_file(queue_name))
+    assert stat.S_IMODE(mode.st_mode) == 0o600 and mode.st_uid == os.getuid()
+    a.detach()
+    assert os.path.exists(segment_file(queue_name))
+    b.put("still works")
+    assert b.get() == "still works"
+    b.detach()
+    assert not os.path.exists(segment_file(queue_name))
+
+
+def test_context_manager_detaches(queue_name, sq):
+    with sq.SageQueue(queue_name) as q:
+        q.put(1)
+        assert os.path.exists(segment_file(queue_name))
+    assert not q.attached
+    assert not os.path.exists(segment_file(queue_name))
+    with pytest.raises(ValueError, match="detached"):
+        q.put(2)
+
+
+def test_persistent_queue_outlives_its_users_until_destroyed(queue_name, sq):
+    q = sq.SageQueue(queue_name, persistent=True)
+    q.put("kept")
+    q.detach()
+    assert os.path.exists(segment_file(queue_name))
+    again = sq.SageQueue.open(queue_name)
+    assert again.get() == "kept"
+    again.destroy()
+    assert not os.path.exists(segment_file(queue_name))
+
+
+def test_destroy_removes_the_name_and_closes_it_for_peers(queue_name, sq):
+    a = sq.SageQueue(queue_name)
+    b = sq.SageQueue.open(queue_name)
+    a.destroy()
+    assert not os.path.exists(segment_file(queue_name))
+    with pytest.raises(sq.QueueClosed):
+        b.put(1)
+    b.detach()
+
+
+def test_stats_is_a_frozen_record_of_shared_counters(make_queue, sq):
+    q = make_queue(maxsize=10)
+    q.put_many([b"abc", b"de"])
+    q.get()
+    s = q.stats()
+    assert isinstance(s, sq.QueueStats)
+    assert (s.items, s.puts, s.gets, s.bytes_put, s.bytes_got, s.maxsize) == (1, 2, 1, 5, 3, 10)
+    assert s.attached_pids == (os.getpid(),) and s.dead_pids == ()
+    with pytest.raises(AttributeError):
+        s.items = 5
