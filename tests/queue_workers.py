@@ -54,3 +54,8 @@ def report_qsize(name, out_q):
 
     with SageQueue.open(name) as q:
         out_q.put((q.qsize(), q.empty(), q.full()))
+
+
+def put_then_linger(q, item, release):
+    q.put(item)
+    release.wait(30)

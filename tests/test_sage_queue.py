@@ -501,3 +501,38 @@ def test_stats_is_a_frozen_record_of_shared_counters(make_queue, sq):
     assert s.attached_pids == (os.getpid(),) and s.dead_pids == ()
     with pytest.raises(AttributeError):
         s.items = 5
+
+
+@pytest.mark.parametrize("ctx", [spawn, fork], ids=["spawn", "fork"])
+def test_child_that_is_the_last_user_removes_the_segment_on_exit(queue_name, sq, ctx):
+    q = sq.SageQueue(queue_name)
+    release = ctx.Event()
+    p = ctx.Process(target=queue_workers.put_then_linger, args=(q, "x", release))
+    p.start()
+    assert q.get(timeout=30) == "x"
+    q.detach()  # the child is now the only user
+    assert os.path.exists(segment_file(queue_name))
+    release.set()
+    p.join(30)
+    assert p.exitcode == 0
+    assert not os.path.exists(segment_file(queue_name))
+
+
+def test_detach_from_another_thread_wakes_a_blocked_getter_without_crashing(queue_name, sq):
+    q = sq.SageQueue(queue_name)
+    errors = []
+
+    def getter():
+        try:
+            q.get()
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+
+    t = threading.Thread(target=getter)
+    t.start()
+    time.sleep(0.2)
+    q.detach()
+    t.join(5)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], (sq.QueueClosed, ValueError))
+    assert not os.path.exists(segment_file(queue_name))

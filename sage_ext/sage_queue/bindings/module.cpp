@@ -217,6 +217,7 @@ struct Encoder {
 } encoder;
 
 py::object get_one(sage::ShmQueue& q, double timeout) {
+    sage::ShmQueue::InUse in_use(q);
     std::vector<sage::RecordView> got;
     Status st = claim(q, 1, UINT64_MAX, timeout, got);
     if (st == Status::timeout) raise(support.empty, "");
@@ -319,17 +320,20 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("maxsize", &sage::ShmQueue::maxsize)
         .def_property_readonly("attached", &sage::ShmQueue::attached)
         .def("put", [](sage::ShmQueue& q, py::handle item, bool block, py::handle timeout) {
+            sage::ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
             Batch b;
             encoder.add(b, item.ptr());
             check_put(put_batch(q, b, t));
         }, py::arg("item"), py::arg("block") = true, py::arg("timeout") = py::none())
         .def("put_nowait", [](sage::ShmQueue& q, py::handle item) {
+            sage::ShmQueue::InUse in_use(q);
             Batch b;
             encoder.add(b, item.ptr());
             check_put(put_batch(q, b, 0));
         }, py::arg("item"))
         .def("put_many", [](sage::ShmQueue& q, py::iterable items, bool block, py::handle timeout) {
+            sage::ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
             Batch b;
             for (py::handle item : items) encoder.add(b, item.ptr());
@@ -340,6 +344,7 @@ PYBIND11_MODULE(_native, m) {
         }, py::arg("block") = true, py::arg("timeout") = py::none())
         .def("get_nowait", [](sage::ShmQueue& q) { return get_one(q, 0); })
         .def("get_many", [](sage::ShmQueue& q, size_t max_items, bool block, py::handle timeout, uint64_t max_bytes) {
+            sage::ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
             if (max_items < 1) raise(PyExc_ValueError, "max_items must be >= 1");
             std::vector<sage::RecordView> got;
@@ -352,18 +357,42 @@ PYBIND11_MODULE(_native, m) {
             return out;
         }, py::arg("max_items") = 64, py::arg("block") = true, py::arg("timeout") = py::none(),
            py::arg("max_bytes") = uint64_t(16) << 20)
-        .def("qsize", &sage::ShmQueue::qsize)
-        .def("empty", [](const sage::ShmQueue& q) { return q.qsize() == 0; })
-        .def("full", [](const sage::ShmQueue& q) { return q.maxsize() > 0 && q.qsize() >= q.maxsize(); })
-        .def("task_done", [](sage::ShmQueue& q) { q.task_done(1); })
+        .def("qsize", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            return q.qsize();
+        })
+        .def("empty", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            return q.qsize() == 0;
+        })
+        .def("full", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            return q.maxsize() > 0 && q.qsize() >= q.maxsize();
+        })
+        .def("task_done", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            q.task_done(1);
+        })
         .def("join", [](sage::ShmQueue& q, py::handle timeout) {
             double t = to_timeout(true, timeout);
+            sage::ShmQueue::InUse in_use(q);
             py::gil_scoped_release nogil;
-            return q.join(t) == Status::ok;
+            Status st = q.join(t);
+            if (st == Status::closed) raise(support.closed, "queue was detached while joining");
+            return st == Status::ok;
         }, py::arg("timeout") = py::none())
-        .def("close", &sage::ShmQueue::close)
-        .def("unlink", &sage::ShmQueue::unlink)
-        .def("detach", &sage::ShmQueue::detach)
+        .def("close", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            q.close();
+        })
+        .def("unlink", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            q.unlink();
+        })
+        .def("detach", &sage::ShmQueue::detach, py::call_guard<py::gil_scoped_release>())
         .def("after_fork_in_child", &sage::ShmQueue::after_fork_in_child)
-        .def("info", [](const sage::ShmQueue& q) { return info_dict(q.info()); });
+        .def("info", [](sage::ShmQueue& q) {
+            sage::ShmQueue::InUse in_use(q);
+            return info_dict(q.info());
+        });
 }

@@ -12,6 +12,7 @@
 // short spin, then a futex wait on a sequence counter, timed on CLOCK_MONOTONIC.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -85,12 +86,25 @@ public:
     void detach();                                  // idempotent; the last live user unlinks
     void after_fork_in_child();                     // take a slot of our own in a forked child
 
+    // Held by the binding around every call that touches the mapping, so detach()
+    // from another thread waits for it instead of unmapping under its feet.
+    class InUse {
+    public:
+        explicit InUse(ShmQueue& q);
+        ~InUse();
+        InUse(const InUse&) = delete;
+        InUse& operator=(const InUse&) = delete;
+    private:
+        ShmQueue& q_;
+    };
+
     uint64_t qsize() const;
     Info info() const;
     const std::string& name() const { return name_; }
     uint64_t capacity_bytes() const;
     uint64_t maxsize() const;
-    bool attached() const { return seg_ != nullptr; }
+    bool attached() const { return seg_ != nullptr && !detaching(); }
+    bool detaching() const;
 
     static std::string segment_path(const std::string& name);  // "/sage_queue.<name>" (under /dev/shm)
     static void validate_name(const std::string& name);
@@ -112,6 +126,8 @@ private:
     uint8_t* ring_ = nullptr;
     int slot_ = -1;
     int pid_ = 0;
+    std::atomic<int> users_{0};
+    std::atomic<bool> detaching_{false};
 };
 
 }  // namespace sage

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import multiprocessing.util
 import os
 import queue
 import secrets
@@ -108,8 +109,20 @@ def _detach_all() -> None:
         handle.detach()
 
 
+def _register_exit_hook(_owner=None) -> None:
+    # multiprocessing children leave through os._exit, skipping atexit but running these.
+    multiprocessing.util.Finalize(None, _detach_all, exitpriority=0)
+
+
+class _ExitHookOwner:
+    """Anchor for multiprocessing.util.register_after_fork (it keeps a weak reference)."""
+
+
+_exit_hook_owner = _ExitHookOwner()
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_detach_all)
+_register_exit_hook()
+multiprocessing.util.register_after_fork(_exit_hook_owner, _register_exit_hook)
 
 
 class SageQueue(_native.ShmQueue):

@@ -362,8 +362,25 @@ ShmQueue::~ShmQueue() {
     }
 }
 
+ShmQueue::InUse::InUse(ShmQueue& q) : q_(q) {
+    q_.users_.fetch_add(1);
+    if (!q_.seg_ || q_.detaching_.load()) {
+        q_.users_.fetch_sub(1);
+        throw InvalidArgument("queue '" + q_.name_ + "' is detached from this process");
+    }
+}
+
+ShmQueue::InUse::~InUse() { q_.users_.fetch_sub(1); }
+
 void ShmQueue::detach() {
-    if (!seg_) return;
+    if (!seg_ || detaching_.exchange(true)) return;
+    // Wake this process's blocked callers (they see detaching_) and wait until they leave.
+    while (users_.load() > 0) {
+        signal(seg_->not_empty_seq, seg_->not_empty_sleepers);
+        signal(seg_->not_full_seq, seg_->not_full_sleepers);
+        signal(seg_->join_seq, seg_->join_sleepers);
+        usleep(200);  // only while another thread of ours is leaving a call
+    }
     if (slot_ >= 0 && getpid() == pid_) {
         lock();
         begin(slot_);
@@ -389,6 +406,8 @@ void ShmQueue::detach() {
     slot_ = -1;
 }
 
+bool ShmQueue::detaching() const { return detaching_.load(std::memory_order_relaxed); }
+
 void ShmQueue::unlink() {
     if (!seg_) throw InvalidArgument("queue is detached");
     if (seg_->unlinked.exchange(1) == 0) shm_unlink(segment_path(name_).c_str());
@@ -397,6 +416,7 @@ void ShmQueue::unlink() {
 void ShmQueue::after_fork_in_child() {
     if (!seg_ || getpid() == pid_) return;
     pid_ = getpid();
+    users_.store(0);  // calls in flight belonged to the parent's other threads
     slot_ = -1;
     if (seg_->unlinked.load()) return;
     lock();
@@ -641,6 +661,7 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
         end();
         unlock();
         if (st == Status::ok) break;
+        if (detaching()) return Status::closed;
         if (st == Status::closed || timeout == 0) return st;
         double before = now();
         if (wait_on(&seg_->not_full_seq, &seg_->not_full_sleepers, seen, deadline, behind_claim) == Status::timeout)
@@ -729,7 +750,7 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
         if (corrupt && out.empty())
             throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.read));
         if (!out.empty()) return Status::ok;
-        if (drained && seg_->closed.load()) return Status::closed;
+        if ((drained && seg_->closed.load()) || detaching()) return Status::closed;
         if (timeout == 0) return Status::timeout;
         double before = now();
         if (wait_on(&seg_->not_empty_seq, &seg_->not_empty_sleepers, seen, deadline, !drained) == Status::timeout)
@@ -780,6 +801,7 @@ Status ShmQueue::join(double timeout) {
         const uint64_t left = seg_->c.unfinished;
         unlock();
         if (left == 0) return Status::ok;
+        if (detaching()) return Status::closed;
         if (timeout == 0) return Status::timeout;
         // Wake up now and then to write off the tasks of consumers that died.
         if (wait_on(&seg_->join_seq, &seg_->join_sleepers, seen, deadline, true) == Status::timeout)
