@@ -38,7 +38,8 @@ def _precheck(name: str, path: str, st: os.stat_result) -> None:
     age = time.time() - st.st_mtime
     if st.st_size % _PAGE:
         raise SegmentCorruptError(
-            f"'{name}' is not a sage_queue segment: its size ({st.st_size} bytes) is not a whole number of pages")
+            f"'{name}' is not a sage_queue segment: its size ({st.st_size} bytes) "
+            "is not a whole number of pages")
     with open(path, "rb") as f:
         magic = f.read(len(_MAGIC))
     if magic == _MAGIC:

@@ -28,6 +28,8 @@ __all__ = [
     "SEGMENT_PREFIX",
 ]
 
+from .errors import QueueClosed
+
 try:
     from . import _native
 except ImportError as exc:  # the minimal profile has no native build
@@ -42,10 +44,6 @@ SEGMENT_DIR = "/dev/shm"
 SEGMENT_PREFIX = "sage_queue."
 
 SegmentCorruptError = _native.SegmentCorruptError
-
-
-class QueueClosed(getattr(queue, "ShutDown", Exception)):
-    """The queue was closed: put() always raises it, get() once the queue is empty."""
 
 
 _native._set_support(queue.Empty, queue.Full, QueueClosed)

@@ -1,7 +1,8 @@
 """List sage_queue segments in /dev/shm and remove the stale ones.
 
     python -m sage_ext.sage_queue.python.sage_queue_manager list [NAME ...] [--json]
-    python -m sage_ext.sage_queue.python.sage_queue_manager cleanup [NAME ...] [--force] [--dry-run] [--min-age S]
+    python -m sage_ext.sage_queue.python.sage_queue_manager cleanup [NAME ...] [--force]
+                                                            [--dry-run] [--min-age S]
     python -m sage_ext.sage_queue.python.sage_queue_manager remove NAME
 
 A segment is stale when no live process is attached to it: its users were killed
@@ -56,7 +57,8 @@ def _read(name: str, path: str) -> SegmentInfo | None:
     except FileNotFoundError:  # removed (perhaps recreated) since the scan
         return None
     except (OSError, ValueError) as exc:  # SegmentCorruptError is an OSError
-        return SegmentInfo(name, path, st.st_size, None, None, None, None, None, (), (), age, str(exc))
+        return SegmentInfo(name, path, st.st_size, None, None, None, None, None, (), (), age,
+                           str(exc))
     return SegmentInfo(
         name=name,
         path=path,
@@ -83,12 +85,13 @@ def list_queues(names: Iterable[str] | None = None) -> list[SegmentInfo]:
                    and (wanted is None or e.name in wanted)]
     except FileNotFoundError:
         return []
-    infos = (_read(e.name[len(SEGMENT_PREFIX):], e.path) for e in sorted(entries, key=lambda e: e.name))
+    entries.sort(key=lambda e: e.name)
+    infos = (_read(e.name[len(SEGMENT_PREFIX):], e.path) for e in entries)
     return [i for i in infos if i is not None]
 
 
 def is_stale(info: SegmentInfo, force: bool = False) -> bool:
-    """No live process uses it: removable. Unreadable and persistent segments only with ``force``."""
+    """No live process uses it, so it may go; unreadable and persistent ones only with ``force``."""
     if info.error is not None:
         return force
     if info.live_pids:
@@ -206,7 +209,8 @@ def _maybe(value) -> str:
 
 def format_table(infos: list[SegmentInfo]) -> str:
     """A plain aligned table, one segment a line."""
-    header = ("NAME", "SIZE", "ITEMS", "CAPACITY", "MAXSIZE", "LIVE PIDS", "DEAD PIDS", "AGE", "STATUS")
+    header = ("NAME", "SIZE", "ITEMS", "CAPACITY", "MAXSIZE", "LIVE PIDS", "DEAD PIDS", "AGE",
+              "STATUS")
     rows = [header] + [
         (i.name, str(i.size_bytes), _maybe(i.items), _maybe(i.capacity_bytes), _maybe(i.maxsize),
          _pids(i.live_pids), _pids(i.dead_pids), f"{i.age_seconds:.0f}s",
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also remove unreadable segments and persistent queues with no live user")
     p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     p.add_argument("--min-age", type=float, default=5.0, metavar="S",
-                   help="leave segments younger than S seconds (default 5: one may be being created)")
+                   help="leave segments younger than S seconds (default 5): "
+                        "one may be being created")
     p.set_defaults(run=_cmd_cleanup)
     p = sub.add_parser("remove", help="close and remove one queue now, in use or not")
     p.add_argument("name")

@@ -1,0 +1,27 @@
+"""The SAGE queue layer: one queue interface over sage_queue, ray_queue and python_queue."""
+
+from sage_ext.sage_queue.python.errors import QueueClosed
+
+from .queue_adapter import (
+    BackendUnavailableError,
+    create_queue,
+    get_queue_backend_info,
+    get_queue_backends,
+    get_recommended_queue_backend,
+    is_ray_queue_available,
+    is_sage_queue_available,
+)
+from .queue_config import QueueConfig, load_config
+
+__all__ = [
+    "BackendUnavailableError",
+    "QueueClosed",
+    "QueueConfig",
+    "create_queue",
+    "get_queue_backend_info",
+    "get_queue_backends",
+    "get_recommended_queue_backend",
+    "is_ray_queue_available",
+    "is_sage_queue_available",
+    "load_config",
+]

@@ -1,0 +1,176 @@
+"""python_queue: the standard library's queue.Queue with the SAGE queue surface.
+
+For threads of one process. Adds put_many/get_many under one lock, close() with the
+semantics of Python 3.13's shutdown(), stats(), and names: queues created with the
+same name in one process are the same queue. It refuses to be pickled, because a
+copy in another process would silently be a different queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+import weakref
+
+from sage_ext.sage_queue.python.errors import QueueClosed
+
+__all__ = ["PythonQueue", "BackendStats", "QueueClosed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendStats:
+    """Counters of a python_queue or ray_queue (the fields sage_queue's QueueStats shares)."""
+
+    name: str
+    backend: str
+    items: int  #: items put and not yet taken
+    maxsize: int  #: item limit, 0 for none
+    closed: bool
+    puts: int  #: items ever put
+    gets: int  #: items ever taken
+    unfinished_tasks: int  #: puts not yet matched by task_done
+
+
+def _deadline(block: bool, timeout: float | None) -> float | None:
+    """None = wait forever, else the monotonic time to give up (now, for block=False)."""
+    if not block:
+        return time.monotonic()
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return time.monotonic() + timeout
+
+
+class PythonQueue(queue.Queue):
+    """queue.Queue plus batches, close(), stats() and a process-local name."""
+
+    _by_name: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+    _by_name_lock = threading.Lock()
+
+    backend = "python_queue"
+
+    @classmethod
+    def named(cls, name: str | None, maxsize: int = 0) -> PythonQueue:
+        """The queue of that name in this process, created on first use."""
+        if name is None:
+            return cls(maxsize=maxsize)
+        with cls._by_name_lock:
+            existing = cls._by_name.get(name)
+            if existing is not None:
+                if maxsize and existing.maxsize != maxsize:
+                    raise ValueError(
+                        f"python_queue {name!r} exists with maxsize={existing.maxsize}, not {maxsize}"
+                    )
+                return existing
+            made = cls(maxsize=maxsize, name=name)
+            cls._by_name[name] = made
+            return made
+
+    def __init__(self, maxsize: int = 0, name: str | None = None):
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0, got {maxsize}")
+        super().__init__(maxsize)
+        self.name = name or f"python-{id(self):x}"
+        self._closed = False
+        self._puts = 0
+        self._gets = 0
+
+    # -- waiting, shared by single and batch calls -------------------------------
+
+    def _wait(self, condition: threading.Condition, ready, deadline, error):
+        while not ready():
+            if self._closed:
+                raise QueueClosed("queue is closed")
+            if deadline is None:
+                condition.wait()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error
+            condition.wait(remaining)
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        self.put_many((item,), block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        return self.get_many(1, block, timeout)[0]
+
+    def put_nowait(self, item) -> None:
+        self.put_many((item,), False)
+
+    def get_nowait(self):
+        return self.get_many(1, False)[0]
+
+    def put_many(self, items, block: bool = True, timeout: float | None = None) -> None:
+        """Put all items under one lock: all of them or none (queue.Full)."""
+        items = list(items)
+        deadline = _deadline(block, timeout)
+        if self.maxsize and len(items) > self.maxsize:
+            raise ValueError(f"batch of {len(items)} items exceeds maxsize={self.maxsize}")
+        with self.not_full:
+            if self._closed:
+                raise QueueClosed("queue is closed")
+            if self.maxsize:
+                room = lambda: self.maxsize - self._qsize() >= len(items)  # noqa: E731
+                self._wait(self.not_full, room, deadline, queue.Full())
+            for item in items:
+                self._put(item)
+            self.unfinished_tasks += len(items)
+            self._puts += len(items)
+            self.not_empty.notify(len(items))
+
+    def get_many(self, max_items: int = 64, block: bool = True, timeout: float | None = None) -> list:
+        """Take 1..max_items items, waiting as get() does for the first."""
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        deadline = _deadline(block, timeout)
+        with self.not_empty:
+            self._wait(self.not_empty, self._qsize, deadline, queue.Empty())
+            count = min(max_items, self._qsize())
+            items = [self._get() for _ in range(count)]
+            self._gets += count
+            self.not_full.notify(count)
+            return items
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until every item is task_done'd; False if ``timeout`` expired."""
+        deadline = _deadline(True, timeout)
+        with self.all_tasks_done:
+            while self.unfinished_tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.all_tasks_done.wait(remaining)
+            return True
+
+    def close(self) -> None:
+        """Puts raise QueueClosed from now on; gets drain, then raise it. Wakes every waiter."""
+        with self.mutex:
+            self._closed = True
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> BackendStats:
+        with self.mutex:
+            return BackendStats(
+                name=self.name, backend=self.backend, items=self._qsize(), maxsize=self.maxsize,
+                closed=self._closed, puts=self._puts, gets=self._gets,
+                unfinished_tasks=self.unfinished_tasks,
+            )
+
+    def __reduce__(self):
+        raise TypeError(
+            f"python_queue {self.name!r} cannot be sent to another process: it lives in this "
+            "process's memory. Use create_queue('sage_queue') (same machine) or "
+            "create_queue('ray_queue') (across machines)."
+        )
+
+    def __repr__(self) -> str:
+        return f"PythonQueue(name={self.name!r}, maxsize={self.maxsize})"
