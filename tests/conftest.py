@@ -1,9 +1,13 @@
 """Shared fixtures. Every test gets unique queue names: the suite runs under pytest-xdist."""
 
+import importlib.util
 import os
 import uuid
 
 import pytest
+
+# Ray must stay on loopback in tests (MACHINE-NOTES); set before anything imports ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def native_available() -> bool:
@@ -19,6 +23,39 @@ requires_native = pytest.mark.skipif(
     not native_available() and os.environ.get("SAGE_REQUIRE_NATIVE") != "1",
     reason="the native sage_queue extension is not built (minimal profile)",
 )
+
+
+def ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+# Both profiles install Ray; SAGE_REQUIRE_RAY=1 (set by CI) turns a missing Ray into a failure.
+requires_ray = pytest.mark.skipif(
+    not ray_installed() and os.environ.get("SAGE_REQUIRE_RAY") != "1",
+    reason="Ray is not installed in this environment",
+)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray on 127.0.0.1 per test process (xdist worker), shut down at the end."""
+    import ray
+
+    from sage.utils.ray_queue import ensure_ray
+
+    ensure_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No SAGE_QUEUE_* variables, no config file in the working directory."""
+    for key in list(os.environ):
+        if key.startswith("SAGE_QUEUE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
 
 
 @pytest.fixture

@@ -132,6 +132,8 @@ class SageQueue(_native.ShmQueue):
     last attached process detaches, unless ``persistent=True``.
     """
 
+    backend = "sage_queue"  # the queue layer's name for this backend
+
     def __init__(
         self,
         name: str | None = None,

@@ -1,0 +1,5 @@
+import sys
+
+from sage.cli import main
+
+sys.exit(main())
