@@ -20,7 +20,6 @@ import sys
 import time
 from typing import Callable, Iterable
 
-from . import _native
 from .debug_queue import describe, open_inspect, segment_path
 from .sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
 
@@ -147,8 +146,8 @@ def cleanup(
     The age guard leaves alone a queue whose creator has not attached yet. With
     ``force``, also unreadable files and persistent queues with no live user.
     ``dry_run`` removes nothing and returns what would be removed; ``names`` limits
-    the cleanup to those queues. A segment that
-    cannot be removed calls ``on_error(name, exc)``, or raises if on_error is None.
+    the cleanup to those queues. A segment that cannot be removed calls
+    ``on_error(name, exc)``, or raises if on_error is None.
     """
     removed = []
     for info in list_queues(names):
@@ -175,7 +174,7 @@ def remove(name: str) -> None:
     try:
         handle, st = open_inspect(name)
     except FileNotFoundError:
-        raise
+        raise  # not the OSError below: there is nothing to delete
     except OSError:  # corrupt or foreign: nothing to close, just the file
         os.unlink(path)
         return

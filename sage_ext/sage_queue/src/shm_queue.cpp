@@ -206,7 +206,7 @@ ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t ma
     for (int attempt = 0; attempt < 5; ++attempt) {
         bool created = false;
         int fd = -1;
-        if (mode != OpenMode::open_only) {
+        if (mode == OpenMode::open_or_create || mode == OpenMode::create_only) {
             fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
             if (fd >= 0) created = true;
             else if (errno != EEXIST || mode == OpenMode::create_only)
@@ -271,12 +271,20 @@ ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t ma
                     ::close(fd);
                     throw_errno("cannot stat queue '" + name + "'", e);
                 }
+                if (st.st_size > 0 && uint64_t(st.st_size) < ring_offset() + kMinCapacity) {
+                    ::close(fd);  // a creator sizes the file in one step: this one is not ours
+                    throw CorruptSegment("cannot attach to queue '" + name + "': its file is only " +
+                                         std::to_string(st.st_size) + " bytes, too small to be a sage_queue");
+                }
                 if (uint64_t(st.st_size) >= ring_offset() + kMinCapacity) {
                     void* probe = mmap(nullptr, ring_offset(), PROT_READ, MAP_SHARED, fd, 0);
                     if (probe == MAP_FAILED) break;
-                    bool ready = static_cast<Segment*>(probe)->ready.load(std::memory_order_acquire) == 1;
+                    const Segment* head = static_cast<Segment*>(probe);
+                    bool ready = head->ready.load(std::memory_order_acquire) == 1;
+                    // A creator's freshly sized file is all zeros: other bytes mean it is not ours.
+                    bool foreign = head->magic != 0 && head->magic != kMagic;
                     munmap(probe, ring_offset());
-                    if (ready) break;
+                    if (ready || foreign) break;
                 }
                 if (now() > give_up) {
                     ::close(fd);

@@ -1,0 +1,224 @@
+"""install.py, run for real: venvs, pip, the CMake build, the self-check.
+
+Each test installs from its own copy of the repo tree (no .venv, build, .git or
+*.so): the install is editable and builds the native module in place, so two
+tests sharing one tree would fight over that .so. A copy also proves that a
+fresh checkout installs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[1]
+COPY_IGNORE = shutil.ignore_patterns(
+    ".venv*", "build", "dist", ".git", ".tox", ".pytest_cache", ".hypothesis",
+    "__pycache__", "*.egg-info", "*.so",
+)
+NATIVE_IMPORT = "import sage_ext.sage_queue.python.sage_queue"
+
+# Run in the venv's python: a spawned child attaches by name and puts, the parent gets.
+CROSS_PROCESS_SCRIPT = """
+import multiprocessing
+from sage_ext.sage_queue.python.sage_queue import SageQueue
+
+ITEM = {"n": 42, "blob": bytes(range(256)) * 400}
+
+def produce(name):
+    q = SageQueue.open(name)
+    q.put(ITEM)
+    q.detach()
+
+if __name__ == "__main__":
+    q = SageQueue.create()
+    child = multiprocessing.get_context("spawn").Process(target=produce, args=(q.name,))
+    child.start()
+    got = q.get(timeout=60)
+    child.join(60)
+    q.destroy()
+    assert got == ITEM, "item changed in transit"
+    assert child.exitcode == 0, child.exitcode
+    print("moved item", got["n"])
+"""
+
+
+def copy_repo(dest: Path) -> Path:
+    shutil.copytree(REPO, dest, ignore=COPY_IGNORE)
+    return dest
+
+
+def run_install(repo: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the copy's install.py with the bare python running the tests; output in .output."""
+    proc = subprocess.run(
+        [sys.executable, str(repo / "install.py"), *args],
+        capture_output=True, text=True, cwd=repo, stdin=subprocess.DEVNULL, timeout=800,
+        env={**os.environ, **(env or {})},
+    )
+    proc.output = proc.stdout + proc.stderr
+    return proc
+
+
+def run_in_venv(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # -I: only the venv's packages count, not the current directory or PYTHONPATH.
+    return subprocess.run([str(venv / "bin" / "python"), "-I", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def read_profile(venv: Path) -> dict:
+    return json.loads((venv / "sage-profile.json").read_text())
+
+
+def native_modules(repo: Path) -> list[Path]:
+    return sorted((repo / "sage_ext" / "sage_queue" / "python").glob("_native*.so"))
+
+
+@pytest.fixture(scope="session")
+def full_install(tmp_path_factory) -> dict:
+    """One `--full --no-ray` install shared by the tests (and by pytest-xdist workers)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "full-install"
+    with open(shared / "full-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker installs, the others wait and reuse
+        result_file = root / "result.json"
+        if not result_file.exists():
+            root.mkdir(exist_ok=True)
+            repo, venv = copy_repo(root / "repo"), root / "venv"
+            started = time.monotonic()
+            proc = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
+            result_file.write_text(json.dumps({
+                "repo": str(repo), "venv": str(venv), "returncode": proc.returncode,
+                "output": proc.output, "seconds": time.monotonic() - started,
+            }))
+    result = json.loads(result_file.read_text())
+    result["repo"], result["venv"] = Path(result["repo"]), Path(result["venv"])
+    assert result["returncode"] == 0, result["output"]
+    return result
+
+
+def test_full_install_builds_a_native_queue_that_moves_items_across_processes(full_install, tmp_path):
+    venv, repo = full_install["venv"], full_install["repo"]
+    assert "sage_queue  built; put/get across two processes ok" in full_install["output"]
+    profile = read_profile(venv)
+    assert profile["profile"] == "full"
+    assert profile["queue_backend"] == "sage"
+    assert profile["native_built"] is True
+    assert native_modules(repo), "no _native*.so built in the copied tree"
+
+    script = tmp_path / "cross_process.py"
+    script.write_text(CROSS_PROCESS_SCRIPT)
+    moved = run_in_venv(venv, str(script), cwd=tmp_path)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "moved item 42" in moved.stdout
+
+
+def test_second_identical_full_run_says_nothing_to_do_and_skips_pip(full_install):
+    venv, repo = full_install["venv"], full_install["repo"]
+    log, so = venv / "sage-install.log", native_modules(repo)[0]
+    before = (log.stat().st_mtime_ns, so.stat().st_mtime_ns, read_profile(venv))
+
+    started = time.monotonic()
+    proc = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
+    seconds = time.monotonic() - started
+
+    assert proc.returncode == 0, proc.output
+    assert "already installed: full; nothing to do" in proc.stdout
+    assert (log.stat().st_mtime_ns, so.stat().st_mtime_ns, read_profile(venv)) == before
+    # A bound, not a benchmark: the no-op run is a self-check (~1 s), not a build.
+    assert seconds < 30, f"the no-op rerun took {seconds:.1f} s (install: {full_install['seconds']:.1f} s)"
+
+
+def test_check_reports_the_full_profile_and_exits_zero(full_install):
+    proc = run_install(full_install["repo"], "--check", "--venv", str(full_install["venv"]))
+    assert proc.returncode == 0, proc.output
+    assert "profile     full (default queue backend sage_queue" in proc.stdout
+    assert "sage_queue  built" in proc.stdout
+    assert "ok: full profile works" in proc.stdout
+
+
+@pytest.mark.parametrize("breakage", ["source-does-not-compile", "cxx-is-not-a-compiler"])
+def test_failing_native_build_exits_nonzero_with_the_compilers_message(breakage, tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    env = {}
+    if breakage == "source-does-not-compile":
+        with open(repo / "sage_ext" / "sage_queue" / "src" / "shm_queue.cpp", "a") as source:
+            source.write("\n#error deliberately broken by test_install\n")
+        expected = ["error: #error deliberately broken by test_install"]
+    else:  # CMake's own compiler check fails on it
+        env["CXX"] = "/bin/false"
+        expected = ["CMake Error", 'The C++ compiler "/bin/false" is not able to compile']
+
+    proc = run_install(repo, "--full", "--no-ray", "--venv", str(venv), env=env)
+
+    assert proc.returncode == 1, proc.output
+    for text in expected:
+        assert text in proc.stderr, proc.output
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("install.py: error: the native build of sage_queue failed"), summary
+    assert expected[0] in summary, "the one-line summary should name the first error"
+    assert not (venv / "sage-profile.json").exists(), "a failed install must not record a profile"
+
+
+def test_minimal_install_records_minimal_and_cannot_import_the_native_module(tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+
+    proc = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
+
+    assert proc.returncode == 0, proc.output
+    assert "sage_queue  not built (minimal profile)" in proc.stdout
+    profile = read_profile(venv)
+    assert (profile["profile"], profile["queue_backend"], profile["native_built"]) == ("minimal", "ray", False)
+    assert run_in_venv(venv, "-c", "import sage, sage_ext", cwd=tmp_path).returncode == 0
+    native = run_in_venv(venv, "-c", NATIVE_IMPORT, cwd=tmp_path)
+    assert native.returncode != 0
+    assert "ImportError: the native sage_queue extension is not built" in native.stderr
+
+
+def test_switching_full_to_minimal_reinstalls_and_removes_the_stale_native_module(tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    full = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
+    assert full.returncode == 0, full.output
+    assert native_modules(repo)
+
+    minimal = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
+
+    assert minimal.returncode == 0, minimal.output
+    assert "profile full -> minimal" in minimal.stdout
+    assert "removed the native module" in minimal.stdout
+    assert native_modules(repo) == []
+    assert read_profile(venv)["profile"] == "minimal"
+    assert run_in_venv(venv, "-c", NATIVE_IMPORT, cwd=tmp_path).returncode != 0
+    check = run_install(repo, "--check", "--venv", str(venv))
+    assert check.returncode == 0, check.output
+    assert "ok: minimal profile works" in check.stdout
+
+
+def test_full_without_a_compiler_exits_2_with_the_fix_and_creates_nothing(tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CXX"}
+    proc = subprocess.run(
+        [sys.executable, str(repo / "install.py"), "--full", "--venv", str(venv)],
+        capture_output=True, text=True, env={**env, "PATH": str(empty_bin)}, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no C++ compiler found: install one (apt-get install g++) or use --minimal" in proc.stderr
+    assert not venv.exists()
+
+
+def test_check_with_nothing_installed_exits_3(tmp_path):
+    proc = run_install(REPO, "--check", "--venv", str(tmp_path / "no-venv"))
+    assert proc.returncode == 3, proc.output
+    assert "nothing installed" in proc.stdout

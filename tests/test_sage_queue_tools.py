@@ -1,0 +1,411 @@
+"""The sage_queue tools: sage_queue_manager (list, cleanup, remove), debug_queue (inspect
+one queue) and sage_demo (producers and consumers with verification)."""
+
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_native, segment_file
+
+pytestmark = [requires_native, pytest.mark.timeout(120)]
+needs_fork = pytest.mark.skipif(mp.get_start_method() != "fork",
+                                reason="patches a worker function inherited by forked children")
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = "sage_ext.sage_queue.python"
+
+# A process that attaches to a queue by name, puts two items, says so, and waits.
+_ATTACH_AND_WAIT = """
+import sys, time
+from sage_ext.sage_queue.python.sage_queue import SageQueue
+q = SageQueue(sys.argv[1])
+q.put(b"one")
+q.put(b"two")
+print("attached", flush=True)
+time.sleep(120)
+"""
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_tool(module, *args):
+    return subprocess.run([sys.executable, "-m", f"{PKG}.{module}", *args], capture_output=True,
+                          text=True, env=_env(), timeout=60)
+
+
+@pytest.fixture
+def manager():
+    from sage_ext.sage_queue.python import sage_queue_manager
+
+    return sage_queue_manager
+
+
+@pytest.fixture
+def debug_queue():
+    from sage_ext.sage_queue.python import debug_queue
+
+    return debug_queue
+
+
+@pytest.fixture
+def sq():
+    from sage_ext.sage_queue.python import sage_queue
+
+    return sage_queue
+
+
+@pytest.fixture
+def segments(queue_name):
+    """Unique queue names whose segment files are removed after the test."""
+    names = []
+
+    def new():
+        names.append(f"{queue_name}-s{len(names)}")  # make_queue uses -<n>
+        return names[-1]
+
+    yield new
+    for name in names:
+        try:
+            os.unlink(segment_file(name))
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
+def attached_child():
+    """Start a process attached to a queue (it has put two items); killed after the test."""
+    procs = []
+
+    def start(name):
+        proc = subprocess.Popen([sys.executable, "-c", _ATTACH_AND_WAIT, name],
+                                stdout=subprocess.PIPE, text=True, env=_env())
+        procs.append(proc)
+        assert proc.stdout.readline() == "attached\n"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _killed_user_segment(attached_child, name):
+    """A segment whose only user was SIGKILLed: it never detached."""
+    proc = attached_child(name)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.pid
+
+
+def _make_old(path, seconds=60):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+# -- sage_queue_manager: listing ----------------------------------------------------
+
+def test_list_shows_queue_with_its_items_and_live_pid(manager, make_queue):
+    q = make_queue()
+    for i in range(3):
+        q.put(i)
+    [info] = manager.list_queues([q.name])
+    assert info.name == q.name
+    assert info.path == segment_file(q.name)
+    assert info.size_bytes == os.stat(segment_file(q.name)).st_size
+    assert info.items == 3
+    assert info.capacity_bytes == q.capacity_bytes
+    assert info.live_pids == (os.getpid(),)
+    assert info.dead_pids == ()
+    assert info.error is None
+    assert not manager.is_stale(info)
+    assert q.name in [i.name for i in manager.list_queues()]  # the full scan finds it too
+
+
+def test_list_of_a_name_without_segment_is_empty(manager, queue_name):
+    assert manager.list_queues([queue_name]) == []
+
+
+# -- cleanup -----------------------------------------------------------------------------
+
+def test_segment_whose_only_user_was_killed_is_listed_dead_and_removed_by_cleanup(
+        manager, segments, attached_child):
+    name = segments()
+    pid = _killed_user_segment(attached_child, name)
+    [info] = manager.list_queues([name])
+    assert info.live_pids == ()
+    assert info.dead_pids == (pid,)
+    assert info.items == 2
+    assert manager.is_stale(info)
+
+    assert manager.cleanup(min_age=0, names=[name]) == [name]
+    assert not os.path.exists(segment_file(name))
+    assert manager.list_queues([name]) == []
+
+
+def test_cleanup_spares_a_stale_segment_younger_than_min_age(manager, segments, attached_child):
+    name = segments()
+    _killed_user_segment(attached_child, name)
+    assert manager.cleanup(names=[name]) == []  # default min_age=5: just created
+    assert os.path.exists(segment_file(name))
+    _make_old(segment_file(name))
+    assert manager.cleanup(names=[name]) == [name]
+    assert not os.path.exists(segment_file(name))
+
+
+def test_cleanup_does_not_touch_a_queue_with_a_live_user(manager, sq, segments, attached_child):
+    name = segments()
+    proc = attached_child(name)  # this test process is not attached: the child is the only user
+    _make_old(segment_file(name))
+    [info] = manager.list_queues([name])
+    assert info.live_pids == (proc.pid,)
+    assert not manager.is_stale(info, force=True)
+    assert manager.cleanup(force=True, min_age=0, names=[name]) == []
+    with sq.SageQueue.open(name) as q:  # still the same queue, items intact
+        assert q.get_many(10, timeout=5) == [b"one", b"two"]
+
+
+def test_persistent_queue_survives_cleanup_without_force(manager, sq, segments):
+    name = segments()
+    q = sq.SageQueue(name, persistent=True)
+    q.put(b"kept")
+    q.detach()
+    [info] = manager.list_queues([name])
+    assert info.persistent and info.live_pids == () and info.items == 1
+    assert not manager.is_stale(info)
+    assert manager.is_stale(info, force=True)
+
+    assert manager.cleanup(min_age=0, names=[name]) == []
+    with sq.SageQueue.open(name) as q:
+        assert q.get_nowait() == b"kept"
+    assert os.path.exists(segment_file(name))  # persistent: the last detach keeps it
+    assert manager.cleanup(force=True, min_age=0, names=[name]) == [name]
+    assert not os.path.exists(segment_file(name))
+
+
+@pytest.mark.parametrize("content, old", [
+    (b"not a queue " * 100, False),  # not a whole number of pages
+    (b"\xff" * 16384, False),  # whole pages, bad magic
+    (bytes(16384), True),  # blank: a creator that died before initialising it
+], ids=["short", "bad-magic", "never-initialised"])
+def test_corrupt_segment_is_listed_with_error_and_removed_only_with_force(
+        manager, segments, content, old):
+    name = segments()
+    path = segment_file(name)
+    with open(path, "wb") as f:
+        f.write(content)
+    if old:
+        _make_old(path)
+    t0 = time.monotonic()
+    [info] = manager.list_queues([name])
+    assert time.monotonic() - t0 < 1.5  # reported at once, not after the 2 s wait for a creator
+    assert info.error
+    assert info.items is None and info.live_pids == ()
+    assert info.size_bytes == len(content)
+    assert not manager.is_stale(info)
+
+    assert manager.cleanup(min_age=0, names=[name]) == []
+    assert os.path.exists(path)
+    assert manager.cleanup(force=True, min_age=0, names=[name]) == [name]
+    assert not os.path.exists(path)
+
+
+def test_dry_run_removes_nothing_but_names_what_would_go(manager, segments, attached_child):
+    name = segments()
+    _killed_user_segment(attached_child, name)
+    assert manager.cleanup(min_age=0, dry_run=True, names=[name]) == [name]
+    assert os.path.exists(segment_file(name))
+
+
+# -- remove --------------------------------------------------------------------------
+
+def test_remove_closes_a_queue_in_use_and_removes_its_name(manager, sq, make_queue):
+    q = make_queue()
+    q.put(1)
+    manager.remove(q.name)
+    assert not os.path.exists(segment_file(q.name))
+    assert q.closed
+    with pytest.raises(sq.QueueClosed):
+        q.put(2)
+
+
+def test_remove_of_a_missing_name_is_file_not_found(manager, queue_name):
+    with pytest.raises(FileNotFoundError, match=queue_name):
+        manager.remove(queue_name)
+    assert not os.path.exists(segment_file(queue_name))
+
+
+# -- the manager's CLI -------------------------------------------------------------
+
+def test_cli_list_json_parses_and_shows_the_queue(make_queue):
+    q = make_queue()
+    q.put_many([1, 2])
+    r = run_tool("sage_queue_manager", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    [entry] = [e for e in json.loads(r.stdout) if e["name"] == q.name]
+    assert entry["items"] == 2
+    assert entry["live_pids"] == [os.getpid()]
+    assert entry["stale"] is False and entry["error"] is None
+
+
+def test_cli_list_table_has_a_row_per_segment(make_queue, segments):
+    q = make_queue()
+    q.put(1)
+    junk = segments()
+    with open(segment_file(junk), "wb") as f:
+        f.write(b"junk")
+    r = run_tool("sage_queue_manager", "list", q.name, junk)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "SIZE", "ITEMS"]
+    row = next(line for line in lines if line.startswith(q.name + " "))
+    assert row.split()[2] == "1" and str(os.getpid()) in row and "in use" in row
+    assert "error" in next(line for line in lines if line.startswith(junk + " "))
+
+
+def test_cli_cleanup_removes_stale_and_dry_run_keeps_it(segments, attached_child):
+    name = segments()
+    _killed_user_segment(attached_child, name)
+    r = run_tool("sage_queue_manager", "cleanup", name, "--min-age", "0", "--dry-run")
+    assert r.returncode == 0 and f"would remove {name}" in r.stdout
+    assert os.path.exists(segment_file(name))
+    r = run_tool("sage_queue_manager", "cleanup", name, "--min-age", "0")
+    assert r.returncode == 0 and f"removed {name}" in r.stdout
+    assert not os.path.exists(segment_file(name))
+
+
+def test_cli_remove_of_a_missing_name_exits_1_with_a_clear_message(queue_name):
+    r = run_tool("sage_queue_manager", "remove", queue_name)
+    assert r.returncode == 1
+    assert f"no queue named '{queue_name}'" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["cleanup", "--min-age", "soon"]])
+def test_cli_usage_errors_exit_2(args):
+    assert run_tool("sage_queue_manager", *args).returncode == 2
+
+
+# -- debug_queue -------------------------------------------------------------------------
+
+def test_debug_queue_cli_prints_header_and_counters(make_queue):
+    q = make_queue(maxsize=7)
+    q.put_many([b"a", b"b", b"c"])
+    q.get()
+    r = run_tool("debug_queue", q.name)
+    assert r.returncode == 0, r.stderr
+
+    def field(key):
+        m = re.search(rf"^\s+{key}\s+(.+)$", r.stdout, re.M)
+        assert m, f"no {key!r} line in:\n{r.stdout}"
+        return m.group(1)
+
+    assert field("puts") == "3" and field("gets") == "1" and field("items") == "2"
+    assert field("maxsize") == "7" and field("layout version") == "1"
+    assert field("mode") == "0600"
+    assert field(str(os.getpid())) == "alive"
+    for key in ("head", "read", "tail", "used_bytes", "bytes_put", "lock_recoveries"):
+        field(key)
+
+
+def test_debug_queue_json_has_info_and_file_facts(make_queue):
+    q = make_queue()
+    q.put(b"x")
+    r = run_tool("debug_queue", q.name, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["stats"]["puts"] == 1 and d["items"] == 1
+    assert d["attached"] == [[os.getpid(), True]]
+    assert d["path"] == segment_file(q.name)
+    assert d["size_bytes"] == os.stat(segment_file(q.name)).st_size
+    assert d["mode"] == 0o600 and d["owner_uid"] == os.getuid()
+
+
+def test_inspecting_takes_no_user_slot_and_changes_nothing(debug_queue, make_queue):
+    q = make_queue()
+    q.put(b"x")
+    before = q.stats()
+    d = debug_queue.describe(q.name)
+    assert d["attached"] == [(os.getpid(), True)]
+    assert q.stats() == before
+    q.detach()  # the last user: the inspector must not have kept it alive
+    assert not os.path.exists(segment_file(q.name))
+
+
+def test_describing_a_missing_queue_raises_and_creates_nothing(debug_queue, queue_name):
+    with pytest.raises(FileNotFoundError, match=queue_name):
+        debug_queue.describe(queue_name)
+    assert not os.path.exists(segment_file(queue_name))
+    r = run_tool("debug_queue", queue_name)
+    assert r.returncode == 1 and "no queue named" in r.stderr
+    assert not os.path.exists(segment_file(queue_name))
+
+
+# -- sage_demo -----------------------------------------------------------------------------
+
+def _demo_segments():
+    mine = (f"sage_queue.sage_demo-{os.getpid()}-", f"sage_queue.sage_demo-results-{os.getpid()}-")
+    return [n for n in os.listdir("/dev/shm") if n.startswith(mine)]
+
+
+def test_demo_with_small_counts_delivers_every_item_once():
+    from sage_ext.sage_queue.python import sage_demo
+
+    lines = []
+    result = sage_demo.run_demo(items=3001, producers=3, consumers=2, payload_bytes=40, batch=16,
+                                report=lines.append)
+    assert result["ok"], result
+    assert (result["received"], result["lost"], result["duplicated"]) == (3001, 0, 0)
+    assert result["items_per_s"] > 0 and result["mb_per_s"] > 0
+    assert "items/s" in lines[-1] and "MB/s" in lines[-1] and "verified" in lines[-1]
+    assert _demo_segments() == []
+
+
+@needs_fork
+def test_demo_verification_catches_lost_and_duplicated_items(monkeypatch):
+    from sage_ext.sage_queue.python import sage_demo
+
+    real = sage_demo._produce
+
+    def faulty(q, producer, count, payload_bytes, *rest):
+        # sends item 0 twice and never sends the last one
+        q.put(sage_demo._HEADER.pack(producer, 0) + bytes(payload_bytes))
+        real(q, producer, count - 1, payload_bytes, *rest)
+
+    monkeypatch.setattr(sage_demo, "_produce", faulty)
+    result = sage_demo.run_demo(items=200, producers=2, consumers=2, payload_bytes=8, batch=4,
+                                report=None)
+    assert not result["ok"]
+    assert result["lost"] == 2 and result["duplicated"] == 2
+    assert sage_demo.main(["--items", "100", "--producers", "1", "--consumers", "1"]) == 1
+    assert _demo_segments() == []
+
+
+@needs_fork
+def test_demo_fails_instead_of_hanging_when_a_consumer_dies(monkeypatch):
+    from sage_ext.sage_queue.python import sage_demo
+
+    def crash(*args):
+        os._exit(3)
+
+    monkeypatch.setattr(sage_demo, "_consume", crash)
+    result = sage_demo.run_demo(items=100_000, producers=1, consumers=1, payload_bytes=1000,
+                                batch=8, report=None)
+    assert not result["ok"] and result["failed_workers"] >= 1 and result["lost"] == 100_000
+
+
+def test_demo_cli_prints_throughput_and_exits_0():
+    r = run_tool("sage_demo", "--items", "500", "--producers", "2", "--consumers", "2",
+                 "--batch", "1")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^500 items in .* items/s, .* MB/s .*verified", r.stdout, re.M), r.stdout
