@@ -433,6 +433,9 @@ def _native_round_trip(SageQueue) -> None:
 def _self_check_native() -> dict:
     try:
         from sage_ext.sage_queue.python.sage_queue import SageQueue
+        from sage.utils import create_queue
+
+        create_queue("sage_queue").destroy()  # the queue layer reaches it too
     except ImportError as exc:
         return {"status": "not built", "detail": str(exc)}
     except Exception as exc:  # anything but ImportError means a broken build, not a missing one
@@ -460,9 +463,19 @@ def _self_check_ray() -> dict:
 
 
 def _self_check_python_queue() -> dict:
-    q = queue.Queue()
+    from sage.utils import create_queue
+
+    q = create_queue("python_queue")
     q.put("item")
     return {"status": "ok" if q.get(timeout=1) == "item" else "broken", "detail": None}
+
+
+def _self_check_default_backend() -> dict:
+    """What create_queue() picks here (the recorded profile, unless SAGE_QUEUE_* says otherwise)."""
+    from sage.utils import get_queue_backend_info
+
+    info = get_queue_backend_info()
+    return {"status": "ok", "detail": info["current_backend"], "reason": info["reason"]}
 
 
 def self_check_main() -> int:
@@ -478,6 +491,10 @@ def self_check_main() -> int:
     result["native"] = _self_check_native()
     result["ray"] = _self_check_ray()
     result["python_queue"] = _self_check_python_queue()
+    try:
+        result["default_backend"] = _self_check_default_backend()
+    except Exception as exc:  # a bad SAGE_QUEUE_* value, say: report it, do not crash
+        result["default_backend"] = {"status": "broken", "detail": f"{type(exc).__name__}: {exc}"}
     tools = {}
     for name in ("pytest", "pytest-xdist", "tox"):
         try:
@@ -570,6 +587,10 @@ def print_report(venv: Path, record: dict, check: dict, problems: list[str], not
         ("sage_queue", native_status(record, check)),
         ("backends", ", ".join(backends(check)) or "none"),
     ]
+    chosen = check.get("default_backend")
+    if chosen:
+        rows.append(("create_queue", f"-> {chosen['detail']}" +
+                     (f" ({chosen['reason']})" if chosen.get("reason") else "")))
     if backend == "ray_queue" and check.get("ray", {}).get("status") != "ok":
         notes.append("the default backend ray_queue needs Ray, which is not installed")
     print("SAGE install report")
