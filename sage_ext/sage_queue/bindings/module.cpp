@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "shm_queue.h"
@@ -81,7 +82,51 @@ struct Batch {
     void finish() {  // parts no longer moves: point the messages at it
         for (size_t i = 0; i < msgs.size(); ++i) msgs[i].parts = parts.data() + first_part[i];
     }
+    void clear() {  // needs the GIL: releases the held buffers
+        buffers.clear();
+        parts.clear();
+        msgs.clear();
+        first_part.clear();
+        bytes = 0;
+    }
+    bool oversized() const { return buffers.capacity() > 4096; }
 };
+
+// Per-thread reuse of scratch objects, so the hot path does not allocate. A call
+// nested inside pickling (a __reduce__ or __setstate__ that uses a queue) takes its own.
+template <class T>
+class Pooled {
+public:
+    Pooled() {
+        auto& free = pool();
+        if (free.empty()) {
+            obj_ = std::make_unique<T>();
+        } else {
+            obj_ = std::move(free.back());
+            free.pop_back();
+        }
+    }
+    ~Pooled() {
+        obj_->clear();
+        auto& free = pool();
+        if (free.size() < 8 && !oversized(*obj_)) free.push_back(std::move(obj_));
+    }
+    Pooled(const Pooled&) = delete;
+    Pooled& operator=(const Pooled&) = delete;
+    T& operator*() { return *obj_; }
+    T* operator->() { return obj_.get(); }
+
+private:
+    static std::vector<std::unique_ptr<T>>& pool() {
+        thread_local std::vector<std::unique_ptr<T>> free;
+        return free;
+    }
+    static bool oversized(const Batch& b) { return b.oversized(); }
+    template <class V>
+    static bool oversized(const V& v) { return v.capacity() > 4096; }
+    std::unique_ptr<T> obj_;
+};
+using Records = std::vector<sage::RecordView>;
 
 Status put_batch(sage::ShmQueue& q, Batch& b, double timeout) {
     b.finish();
@@ -120,42 +165,60 @@ py::object copy_out(const uint8_t* data, uint64_t len, bool as_bytearray) {
     return py::reinterpret_steal<py::object>(obj);
 }
 
+constexpr size_t kSmallPickle = 16 * 1024;  // below this a bytes copy is cheaper than a view
+
 py::object decode(const sage::RecordView& r) {
     if (r.tag == kTagBytes || r.tag == kTagByteArray) return copy_out(r.payload, r.len, r.tag == kTagByteArray);
     if (r.tag != kTagPickle || r.nparts == 0) throw sage::CorruptSegment("record with unknown tag " + std::to_string(r.tag));
-    const uint8_t* p = r.payload;
-    std::vector<uint64_t> lens(r.nparts, r.len);
-    if (r.nparts > 1) {
+    // Layout with out-of-band buffers: nparts u64 lengths, the pickle, then each buffer.
+    const uint8_t* lengths = r.nparts > 1 ? r.payload : nullptr;
+    auto part_len = [&](uint16_t k) {
+        uint64_t len;
+        memcpy(&len, lengths + 8 * k, 8);
+        return len;
+    };
+    const uint8_t* pickle = r.payload;
+    uint64_t pickle_len = r.len;
+    if (lengths) {
         uint64_t sum = 8ULL * r.nparts;
         for (uint16_t k = 0; k < r.nparts; ++k) {
-            memcpy(&lens[k], p + 8 * k, 8);
-            sum += lens[k];
+            uint64_t len = part_len(k);
+            if (len > r.len || (sum += len) > r.len) break;
         }
         if (sum != r.len) throw sage::CorruptSegment("record parts do not add up to its length");
-        p += 8ULL * r.nparts;
+        pickle += 8ULL * r.nparts;
+        pickle_len = part_len(0);
     }
-    // Unpickle straight from shared memory; out-of-band buffers get one copy each,
-    // because the objects built on them outlive the record.
-    py::object view = py::reinterpret_steal<py::object>(
-        PyMemoryView_FromMemory(reinterpret_cast<char*>(const_cast<uint8_t*>(p)), Py_ssize_t(lens[0]), PyBUF_READ));
-    if (!view) throw py::error_already_set();
+    // Small pickles are copied out (one allocation); large ones are unpickled straight
+    // from shared memory. Out-of-band buffers get one copy each: objects built on them
+    // outlive the record.
+    py::object source;
+    const bool small = pickle_len <= kSmallPickle;
+    if (small) {
+        source = copy_out(pickle, pickle_len, false);
+    } else {
+        source = py::reinterpret_steal<py::object>(PyMemoryView_FromMemory(
+            reinterpret_cast<char*>(const_cast<uint8_t*>(pickle)), Py_ssize_t(pickle_len), PyBUF_READ));
+        if (!source) throw py::error_already_set();
+    }
     PyObject* result;
-    if (r.nparts == 1) {
-        result = PyObject_CallOneArg(support.loads, view.ptr());
+    if (!lengths) {
+        result = PyObject_CallOneArg(support.loads, source.ptr());
     } else {
         py::list bufs;
-        const uint8_t* q = p + lens[0];
+        const uint8_t* at = pickle + pickle_len;
         for (uint16_t k = 1; k < r.nparts; ++k) {
-            bufs.append(copy_out(q, lens[k], true));
-            q += lens[k];
+            uint64_t len = part_len(k);
+            bufs.append(copy_out(at, len, true));
+            at += len;
         }
-        py::tuple args = py::make_tuple(view);
+        py::tuple args = py::make_tuple(source);
         py::dict kwargs;
         kwargs[support.buffers_kw] = bufs;
         result = PyObject_Call(support.loads, args.ptr(), kwargs.ptr());
     }
-    if (Py_REFCNT(view.ptr()) > 1) {  // someone kept the view: cut it off before the record is reused
-        py::object released = py::reinterpret_steal<py::object>(PyObject_CallMethod(view.ptr(), "release", nullptr));
+    if (!small && Py_REFCNT(source.ptr()) > 1) {  // someone kept the view: cut it off before reuse
+        py::object released = py::reinterpret_steal<py::object>(PyObject_CallMethod(source.ptr(), "release", nullptr));
         if (!released) PyErr_Clear();
     }
     if (!result) throw py::error_already_set();
@@ -218,12 +281,12 @@ struct Encoder {
 
 py::object get_one(sage::ShmQueue& q, double timeout) {
     sage::ShmQueue::InUse in_use(q);
-    std::vector<sage::RecordView> got;
-    Status st = claim(q, 1, UINT64_MAX, timeout, got);
+    Pooled<Records> got;
+    Status st = claim(q, 1, UINT64_MAX, timeout, *got);
     if (st == Status::timeout) raise(support.empty, "");
     if (st == Status::closed) raise(support.closed, "queue is closed and empty");
-    ReleaseGuard guard{q, got};
-    return decode(got[0]);
+    ReleaseGuard guard{q, *got};
+    return decode((*got)[0]);
 }
 
 sage::OpenMode parse_mode(const std::string& mode) {
@@ -322,22 +385,22 @@ PYBIND11_MODULE(_native, m) {
         .def("put", [](sage::ShmQueue& q, py::handle item, bool block, py::handle timeout) {
             sage::ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
-            Batch b;
-            encoder.add(b, item.ptr());
-            check_put(put_batch(q, b, t));
+            Pooled<Batch> b;
+            encoder.add(*b, item.ptr());
+            check_put(put_batch(q, *b, t));
         }, py::arg("item"), py::arg("block") = true, py::arg("timeout") = py::none())
         .def("put_nowait", [](sage::ShmQueue& q, py::handle item) {
             sage::ShmQueue::InUse in_use(q);
-            Batch b;
-            encoder.add(b, item.ptr());
-            check_put(put_batch(q, b, 0));
+            Pooled<Batch> b;
+            encoder.add(*b, item.ptr());
+            check_put(put_batch(q, *b, 0));
         }, py::arg("item"))
         .def("put_many", [](sage::ShmQueue& q, py::iterable items, bool block, py::handle timeout) {
             sage::ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
-            Batch b;
-            for (py::handle item : items) encoder.add(b, item.ptr());
-            check_put(put_batch(q, b, t));
+            Pooled<Batch> b;
+            for (py::handle item : items) encoder.add(*b, item.ptr());
+            check_put(put_batch(q, *b, t));
         }, py::arg("items"), py::arg("block") = true, py::arg("timeout") = py::none())
         .def("get", [](sage::ShmQueue& q, bool block, py::handle timeout) {
             return get_one(q, to_timeout(block, timeout));
@@ -347,13 +410,13 @@ PYBIND11_MODULE(_native, m) {
             sage::ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
             if (max_items < 1) raise(PyExc_ValueError, "max_items must be >= 1");
-            std::vector<sage::RecordView> got;
-            Status st = claim(q, max_items, max_bytes, t, got);
+            Pooled<Records> got;
+            Status st = claim(q, max_items, max_bytes, t, *got);
             if (st == Status::timeout) raise(support.empty, "");
             if (st == Status::closed) raise(support.closed, "queue is closed and empty");
-            ReleaseGuard guard{q, got};
-            py::list out(got.size());
-            for (size_t i = 0; i < got.size(); ++i) out[i] = decode(got[i]);
+            ReleaseGuard guard{q, *got};
+            py::list out(got->size());
+            for (size_t i = 0; i < got->size(); ++i) out[i] = decode((*got)[i]);
             return out;
         }, py::arg("max_items") = 64, py::arg("block") = true, py::arg("timeout") = py::none(),
            py::arg("max_bytes") = uint64_t(16) << 20)

@@ -128,6 +128,7 @@ private:
     int pid_ = 0;
     std::atomic<int> users_{0};
     std::atomic<bool> detaching_{false};
+    std::atomic<double> spin_budget_{20e-6};  // seconds; adapts to whether spinning pays off
 };
 
 }  // namespace sage

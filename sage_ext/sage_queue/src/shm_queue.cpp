@@ -1,6 +1,7 @@
 // Implementation of the protocol described in include/shm_queue.h.
 #include "shm_queue.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -26,7 +27,7 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kDefaultCapacity = 8ULL << 20;
 constexpr uint64_t kMinCapacity = kPage;
 constexpr uint64_t kMaxCapacity = 1ULL << 40;
-constexpr double kSpinSeconds = 20e-6;       // a futex wake costs ~10 us each way on small VMs
+constexpr double kMaxSpinSeconds = 20e-6;    // a futex wake costs ~10 us each way on small VMs
 constexpr double kLivenessSlice = 0.02;      // how often a waiter checks for dead peers
 constexpr double kInitWaitSeconds = 2.0;     // how long an opener waits for a creator to finish
 
@@ -540,15 +541,22 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
     auto& sleepers = *static_cast<std::atomic<uint32_t>*>(sleepers_word);
     const double start = now();
     // Spin briefly: most waits end within microseconds, and sleeping costs a syscall each way.
+    // The budget adapts: when spins keep failing (the peer needs this core), it shrinks, so
+    // a busy machine is not made busier; each success grows it back.
+    const double budget = spin_budget_.load(std::memory_order_relaxed);
     for (int i = 0;; ++i) {
-        if (seq.load(std::memory_order_acquire) != seen) return Status::ok;
+        if (seq.load(std::memory_order_acquire) != seen) {
+            spin_budget_.store(std::min(kMaxSpinSeconds, budget * 2 + 1e-6), std::memory_order_relaxed);
+            return Status::ok;
+        }
         cpu_relax();
         if ((i & 63) == 63) {
             double t = now();
             if (t >= deadline) return Status::timeout;
-            if (t - start >= kSpinSeconds) break;
+            if (t - start >= budget) break;
         }
     }
+    spin_budget_.store(budget / 2, std::memory_order_relaxed);
     for (;;) {
         double t = now();
         if (t >= deadline) return Status::timeout;
@@ -593,7 +601,10 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
     if (!seg_) throw InvalidArgument("queue is detached");
     if (n == 0) return Status::ok;
     const uint64_t cap = seg_->capacity;
-    std::vector<uint64_t> sizes(n);
+    // Per-thread scratch: a put must not allocate (no Python runs inside, so no reentry).
+    thread_local std::vector<uint64_t> sizes, offsets;
+    sizes.resize(n);
+    offsets.resize(n);
     uint64_t total = 0, payload_total = 0;
     for (size_t i = 0; i < n; ++i) {
         uint64_t len = msgs[i].nparts > 1 ? 8ULL * msgs[i].nparts : 0;
@@ -611,7 +622,6 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
                               std::to_string(seg_->maxsize) + " of queue '" + name_ + "'");
 
     const double deadline = deadline_for(timeout);
-    std::vector<uint64_t> offsets(n);
     bool check_claimers = false;  // only after a wait slice: a live consumer is usually mid-copy
     for (;;) {
         lock();
