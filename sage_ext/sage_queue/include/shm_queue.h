@@ -110,12 +110,14 @@ public:
     static void validate_name(const std::string& name);
 
 private:
+    class Section;  // RAII locked section, see shm_queue.cpp
     void lock();
     void unlock();
     void recover_locked();
+    void rollback_locked();
     void begin(int slot);
     void end();
-    bool reclaim_space_locked(bool check_claimers);
+    bool reclaim_space_locked();
     void reap_dead_slots();
     int take_slot_locked();
     Status wait_on(void* seq_word, void* sleepers_word, uint32_t seen, double deadline, bool check_liveness);

@@ -29,6 +29,8 @@ constexpr uint64_t kMinCapacity = kPage;
 constexpr uint64_t kMaxCapacity = 1ULL << 40;
 constexpr double kMaxSpinSeconds = 20e-6;    // a futex wake costs ~10 us each way on small VMs
 constexpr double kLivenessSlice = 0.02;      // how often a waiter checks for dead peers
+constexpr uint64_t kLivenessAgeNs = 20000000; // a record held longer than this gets its holder checked
+constexpr uint64_t kLargeRecord = 64 * 1024;  // signal consumers before starting a copy this long
 constexpr double kInitWaitSeconds = 2.0;     // how long an opener waits for a creator to finish
 
 enum RecordState : uint32_t {
@@ -43,7 +45,7 @@ struct RecordHeader {
     int32_t pid;       // producer
     int32_t claimer;   // consumer, once claimed
     uint64_t len;      // payload bytes
-    uint64_t unused1;
+    uint64_t stamp_ns; // CLOCK_MONOTONIC when reserved (then when claimed): age of the holder's hold
 };
 static_assert(sizeof(RecordHeader) == kRecordHeader, "record header must be 32 bytes");
 
@@ -110,6 +112,12 @@ double now() {
     return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
+uint64_t now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
+}
+
 double deadline_for(double timeout) { return timeout < 0 ? INFINITY : now() + timeout; }
 
 void cpu_relax() {
@@ -160,6 +168,12 @@ bool pid_alive(int32_t pid) {
     return state != 'Z' && state != 'X';
 }
 
+// A holder is checked only once its hold is old: a live peer is usually mid-copy, and
+// the check costs a syscall and a /proc read. CLOCK_MONOTONIC is the same for every process.
+bool holder_dead(const RecordHeader* r, int32_t holder, uint64_t now) {
+    return now - r->stamp_ns >= kLivenessAgeNs && !pid_alive(holder);
+}
+
 [[noreturn]] void throw_errno(const std::string& what, int err) {
     throw SystemError(what + ": " + strerror(err), err);
 }
@@ -167,6 +181,32 @@ bool pid_alive(int32_t pid) {
 enum class Wake { changed, slice, deadline };
 
 }  // namespace
+
+// A locked section: the lock plus, unless journal=false, the undo journal. If the
+// section throws (a corrupt record, say), its changes are rolled back and the lock
+// released, exactly as if its holder had died.
+class ShmQueue::Section {
+public:
+    Section(ShmQueue& q, int slot, bool journal = true)
+        : q_(q), journal_(journal), exceptions_(std::uncaught_exceptions()) {
+        q_.lock();
+        if (journal_) q_.begin(slot);
+    }
+    ~Section() {
+        if (journal_) {
+            if (std::uncaught_exceptions() > exceptions_) q_.rollback_locked();
+            q_.end();
+        }
+        q_.unlock();
+    }
+    Section(const Section&) = delete;
+    Section& operator=(const Section&) = delete;
+
+private:
+    ShmQueue& q_;
+    const bool journal_;
+    const int exceptions_;
+};
 
 // ---------------------------------------------------------------- names
 
@@ -338,15 +378,16 @@ ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t ma
 
         if (mode == OpenMode::inspect) return;  // no slot, never unlinks
         reap_dead_slots();
-        lock();
-        begin(-1);
-        const Counters& c = seg_->c;
-        bool sane = c.head <= c.read && c.read <= c.tail && c.tail - c.head <= seg_->capacity &&
-                    c.head % kRecordHeader == 0 && c.read % kRecordHeader == 0 && c.tail % kRecordHeader == 0;
-        bool gone = seg_->unlinked.load() != 0;
-        int slot = (sane && !gone) ? take_slot_locked() : -1;
-        end();
-        unlock();
+        bool sane, gone;
+        int slot = -1;
+        {
+            Section section(*this, -1);
+            const Counters& c = seg_->c;
+            sane = c.head <= c.read && c.read <= c.tail && c.tail - c.head <= seg_->capacity &&
+                   c.head % kRecordHeader == 0 && c.read % kRecordHeader == 0 && c.tail % kRecordHeader == 0;
+            gone = seg_->unlinked.load() != 0;
+            if (sane && !gone) slot = take_slot_locked();
+        }
         if (!sane) {
             munmap(seg_, map_size_);
             seg_ = nullptr;
@@ -391,8 +432,7 @@ void ShmQueue::detach() {
         usleep(200);  // only while another thread of ours is leaving a call
     }
     if (slot_ >= 0 && getpid() == pid_) {
-        lock();
-        begin(slot_);
+        Section section(*this, slot_);
         Slot& mine = seg_->slots[slot_];
         mine.outstanding = 0;  // our unfinished tasks stay counted: any process may task_done them
         mine.pid.store(0);
@@ -406,8 +446,6 @@ void ShmQueue::detach() {
             seg_->unlinked.store(1);
             shm_unlink(segment_path(name_).c_str());
         }
-        end();
-        unlock();
     }
     munmap(seg_, map_size_);
     seg_ = nullptr;
@@ -428,17 +466,8 @@ void ShmQueue::after_fork_in_child() {
     users_.store(0);  // calls in flight belonged to the parent's other threads
     slot_ = -1;
     if (seg_->unlinked.load()) return;
-    lock();
-    begin(-1);
-    try {
-        slot_ = take_slot_locked();
-    } catch (...) {
-        end();
-        unlock();
-        throw;
-    }
-    end();
-    unlock();
+    Section section(*this, -1);
+    slot_ = take_slot_locked();
 }
 
 int ShmQueue::take_slot_locked() {
@@ -459,21 +488,20 @@ void ShmQueue::reap_dead_slots() {
     for (int i = 0; i < kMaxSlots; ++i) {
         int32_t p = seg_->slots[i].pid.load();
         if (p == 0 || p == pid_ || pid_alive(p)) continue;
-        lock();
-        begin(i);
         bool zero = false;
-        Slot& s = seg_->slots[i];
-        if (s.pid.load() == p) {
-            Counters& c = seg_->c;
-            uint64_t lost = s.outstanding < c.unfinished ? s.outstanding : c.unfinished;
-            c.unfinished -= lost;
-            c.stats.written_off_tasks += lost;
-            s.outstanding = 0;
-            s.pid.store(0);
-            zero = lost && c.unfinished == 0;
+        {
+            Section section(*this, i);
+            Slot& s = seg_->slots[i];
+            if (s.pid.load() == p) {
+                Counters& c = seg_->c;
+                uint64_t lost = s.outstanding < c.unfinished ? s.outstanding : c.unfinished;
+                c.unfinished -= lost;
+                c.stats.written_off_tasks += lost;
+                s.outstanding = 0;
+                s.pid.store(0);
+                zero = lost && c.unfinished == 0;
+            }
         }
-        end();
-        unlock();
         if (zero) signal(seg_->join_seq, seg_->join_sleepers);
     }
 }
@@ -508,10 +536,20 @@ void ShmQueue::begin(int slot) {
 void ShmQueue::end() { seg_->journal.active.store(0, std::memory_order_release); }
 
 void ShmQueue::recover_locked() {
+    rollback_locked();
+    seg_->c.stats.lock_recoveries++;
+}
+
+void ShmQueue::rollback_locked() {
     Journal& j = seg_->journal;
     if (j.active.load()) {
         Counters& c = seg_->c;
+        const uint64_t advanced_head = c.head;
         c = j.saved;
+        // Never move head back: the space the section freed may already hold the headers
+        // of its own new reservation. Advancing head only passes consumed records, so the
+        // advance stands (unless it was the empty-ring restart, past the restored read).
+        if (advanced_head > c.head && advanced_head <= c.read) c.head = advanced_head;
         if (j.slot_index >= 0 && j.slot_index < kMaxSlots) {
             seg_->slots[j.slot_index].pid.store(j.saved_slot.pid);
             seg_->slots[j.slot_index].outstanding = j.saved_slot.outstanding;
@@ -530,7 +568,6 @@ void ShmQueue::recover_locked() {
         }
         j.active.store(0);
     }
-    seg_->c.stats.lock_recoveries++;
 }
 
 // ---------------------------------------------------------------- waiting
@@ -573,8 +610,9 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
 
 // ---------------------------------------------------------------- put
 
-bool ShmQueue::reclaim_space_locked(bool check_claimers) {
+bool ShmQueue::reclaim_space_locked() {
     Counters& c = seg_->c;
+    const uint64_t t = now_ns();
     const uint64_t cap = seg_->capacity;
     bool moved = false;
     while (c.head < c.read) {
@@ -584,7 +622,7 @@ bool ShmQueue::reclaim_space_locked(bool check_claimers) {
         if (r->len > cap || c.head % cap + size > cap || c.head + size > c.read)
             throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.head));
         if (st == kClaimed) {
-            if (!check_claimers || pid_alive(r->claimer)) break;
+            if (!holder_dead(r, r->claimer, t)) break;
             r->state.store(kFree);  // its consumer died while copying it out
             c.stats.reclaimed_records++;
         } else if (st != kFree && st != kPad && st != kAbandoned) {
@@ -622,70 +660,66 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
                               std::to_string(seg_->maxsize) + " of queue '" + name_ + "'");
 
     const double deadline = deadline_for(timeout);
-    bool check_claimers = false;  // only after a wait slice: a live consumer is usually mid-copy
     for (;;) {
-        lock();
-        begin(-1);
-        const uint32_t seen = seg_->not_full_seq.load(std::memory_order_seq_cst);
-        Counters& c = seg_->c;
+        uint32_t seen;
         Status st = Status::timeout;
-        if (seg_->closed.load()) {
-            st = Status::closed;
-        } else if (!seg_->maxsize || c.items + n <= seg_->maxsize) {
-            for (int pass = 0; pass < 2 && st != Status::ok; ++pass) {
-                if (pass == 1 && !reclaim_space_locked(check_claimers)) break;
-                if (c.head == c.tail && c.tail % cap) {
-                    // Empty ring: restart at a ring boundary so a batch that fits never needs padding.
-                    c.head = c.read = c.tail = round_up(c.tail, cap);
-                }
-                uint64_t p = c.tail;
-                for (size_t i = 0; i < n; ++i) {
-                    uint64_t size = record_size(sizes[i]);
-                    if (p % cap + size > cap) p += cap - p % cap;
-                    offsets[i] = p;
-                    p += size;
-                }
-                if (p - c.head <= cap) {
-                    uint64_t q = c.tail;
-                    for (size_t i = 0; i < n; ++i) {
-                        if (offsets[i] != q) {  // padding up to the ring's end
-                            auto* pad = reinterpret_cast<RecordHeader*>(ring_ + q % cap);
-                            pad->len = offsets[i] - q - kRecordHeader;
-                            pad->pid = pid_;
-                            pad->state.store(kPad, std::memory_order_relaxed);
-                        }
-                        auto* r = reinterpret_cast<RecordHeader*>(ring_ + offsets[i] % cap);
-                        r->tag = msgs[i].tag;
-                        r->nparts = msgs[i].nparts;
-                        r->pid = pid_;
-                        r->claimer = 0;
-                        r->len = sizes[i];
-                        r->state.store(kReserved, std::memory_order_relaxed);
-                        q = offsets[i] + record_size(sizes[i]);
+        {
+            Section section(*this, -1);
+            seen = seg_->not_full_seq.load(std::memory_order_seq_cst);
+            Counters& c = seg_->c;
+            if (seg_->closed.load()) {
+                st = Status::closed;
+            } else if (!seg_->maxsize || c.items + n <= seg_->maxsize) {
+                for (int pass = 0; pass < 2 && st != Status::ok; ++pass) {
+                    if (pass == 1 && !reclaim_space_locked()) break;
+                    if (c.head == c.tail && c.tail % cap) {
+                        // Empty ring: restart at a ring boundary so a batch that fits never needs padding.
+                        c.head = c.read = c.tail = round_up(c.tail, cap);
                     }
-                    c.tail = p;
-                    c.items += n;
-                    c.unfinished += n;
-                    c.stats.puts += n;
-                    c.stats.bytes_put += payload_total;
-                    st = Status::ok;
+                    uint64_t p = c.tail;
+                    for (size_t i = 0; i < n; ++i) {
+                        uint64_t size = record_size(sizes[i]);
+                        if (p % cap + size > cap) p += cap - p % cap;
+                        offsets[i] = p;
+                        p += size;
+                    }
+                    if (p - c.head <= cap) {
+                        uint64_t q = c.tail;
+                        const uint64_t stamp = now_ns();
+                        for (size_t i = 0; i < n; ++i) {
+                            if (offsets[i] != q) {  // padding up to the ring's end
+                                auto* pad = reinterpret_cast<RecordHeader*>(ring_ + q % cap);
+                                pad->len = offsets[i] - q - kRecordHeader;
+                                pad->pid = pid_;
+                                pad->state.store(kPad, std::memory_order_relaxed);
+                            }
+                            auto* r = reinterpret_cast<RecordHeader*>(ring_ + offsets[i] % cap);
+                            r->tag = msgs[i].tag;
+                            r->nparts = msgs[i].nparts;
+                            r->pid = pid_;
+                            r->claimer = 0;
+                            r->len = sizes[i];
+                            r->stamp_ns = stamp;
+                            r->state.store(kReserved, std::memory_order_relaxed);
+                            q = offsets[i] + record_size(sizes[i]);
+                        }
+                        c.tail = p;
+                        c.items += n;
+                        c.unfinished += n;
+                        c.stats.puts += n;
+                        c.stats.bytes_put += payload_total;
+                        st = Status::ok;
+                    }
                 }
             }
         }
-        // Blocked behind a claimed record: its consumer may have died, so wake now and then to check.
-        const bool behind_claim =
-            st == Status::timeout && c.head < c.read &&
-            reinterpret_cast<RecordHeader*>(ring_ + c.head % cap)->state.load() == kClaimed;
-        end();
-        unlock();
         if (st == Status::ok) break;
         if (detaching()) return Status::closed;
         if (st == Status::closed || timeout == 0) return st;
-        double before = now();
-        if (wait_on(&seg_->not_full_seq, &seg_->not_full_sleepers, seen, deadline, behind_claim) == Status::timeout)
+        // Wake now and then while blocked: the consumer holding the oldest record may die
+        // without a word, and only a look at its pid tells.
+        if (wait_on(&seg_->not_full_seq, &seg_->not_full_sleepers, seen, deadline, true) == Status::timeout)
             return Status::timeout;
-        if (behind_claim && seg_->not_full_seq.load() == seen && now() - before >= kLivenessSlice * 0.9)
-            check_claimers = true;
     }
 
     // Copy outside the lock, then commit: a record is visible only once complete.
@@ -705,8 +739,9 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
             dst += m.parts[k].len;
         }
         r->state.store(kCommitted, std::memory_order_release);
+        // Publish what is committed before a long copy, in case we die during it.
+        if (i + 1 == n || sizes[i + 1] >= kLargeRecord) signal(seg_->not_empty_seq, seg_->not_empty_sleepers);
     }
-    signal(seg_->not_empty_seq, seg_->not_empty_sleepers);
     return Status::ok;
 }
 
@@ -718,63 +753,70 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
     if (max_items == 0) return Status::ok;
     const uint64_t cap = seg_->capacity;
     const double deadline = deadline_for(timeout);
-    bool check_reservers = false;  // only after a wait slice: a live producer is usually mid-copy
     for (;;) {
-        lock();
-        begin(slot_);
-        const uint32_t seen = seg_->not_empty_seq.load(std::memory_order_seq_cst);
-        Counters& c = seg_->c;
-        uint64_t bytes = 0;
-        bool corrupt = false;
-        while (out.size() < max_items && c.read < c.tail) {
-            auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.read % cap);
-            uint32_t st = r->state.load(std::memory_order_acquire);
-            uint64_t size = record_size(r->len);
-            if (r->len > cap || c.read % cap + size > cap || c.read + size > c.tail) {
-                corrupt = true;
-                break;
+        uint32_t seen;
+        bool corrupt = false, drained;
+        uint64_t at;
+        {
+            Section section(*this, slot_);
+            seen = seg_->not_empty_seq.load(std::memory_order_seq_cst);
+            Counters& c = seg_->c;
+            uint64_t bytes = 0, t = 0;
+            while (out.size() < max_items && c.read < c.tail) {
+                auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.read % cap);
+                uint32_t st = r->state.load(std::memory_order_acquire);
+                uint64_t size = record_size(r->len);
+                if (r->len > cap || c.read % cap + size > cap || c.read + size > c.tail) {
+                    corrupt = true;
+                    break;
+                }
+                if (st == kPad) {
+                    c.read += size;
+                } else if (st == kReserved) {
+                    if (!t) t = now_ns();
+                    if (!holder_dead(r, r->pid, t)) break;
+                    r->state.store(kAbandoned);  // its producer died before committing it
+                    c.read += size;
+                    c.items--;
+                    if (c.unfinished) c.unfinished--;
+                    c.stats.abandoned_records++;
+                } else if (st == kCommitted) {
+                    if (!out.empty() && bytes + r->len > max_bytes) break;
+                    if (!t) t = now_ns();
+                    r->claimer = pid_;
+                    r->stamp_ns = t;
+                    r->state.store(kClaimed, std::memory_order_relaxed);
+                    uint8_t* payload = reinterpret_cast<uint8_t*>(r) + kRecordHeader;
+                    out.push_back({c.read, r->tag, r->nparts, payload, r->len});
+                    c.read += size;
+                    c.items--;
+                    bytes += r->len;
+                } else {
+                    corrupt = true;
+                    break;
+                }
             }
-            if (st == kPad) {
-                c.read += size;
-            } else if (st == kReserved) {
-                if (!check_reservers || pid_alive(r->pid)) break;
-                r->state.store(kAbandoned);  // its producer died before committing it
-                c.read += size;
-                c.items--;
-                if (c.unfinished) c.unfinished--;
-                c.stats.abandoned_records++;
-            } else if (st == kCommitted) {
-                if (!out.empty() && bytes + r->len > max_bytes) break;
-                r->claimer = pid_;
-                r->state.store(kClaimed, std::memory_order_relaxed);
-                uint8_t* payload = reinterpret_cast<uint8_t*>(r) + kRecordHeader;
-                out.push_back({c.read, r->tag, r->nparts, payload, r->len});
-                c.read += size;
-                c.items--;
-                bytes += r->len;
-            } else {
-                corrupt = true;
-                break;
+            if (!out.empty()) {
+                if (slot_ >= 0) seg_->slots[slot_].outstanding += out.size();
+                c.stats.gets += out.size();
+                c.stats.bytes_got += bytes;
             }
+            drained = c.read == c.tail;
+            at = c.read;
         }
-        if (!out.empty()) {
-            if (slot_ >= 0) seg_->slots[slot_].outstanding += out.size();
-            c.stats.gets += out.size();
-            c.stats.bytes_got += bytes;
-        }
-        const bool drained = c.read == c.tail;
-        end();
-        unlock();
         if (corrupt && out.empty())
-            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.read));
-        if (!out.empty()) return Status::ok;
+            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(at));
+        if (!out.empty()) {
+            // The ring changed under a blocked producer: let it look again (its maxsize room, or
+            // a claimed record whose consumer may now die before freeing it).
+            if (seg_->not_full_sleepers.load()) signal(seg_->not_full_seq, seg_->not_full_sleepers);
+            return Status::ok;
+        }
         if ((drained && seg_->closed.load()) || detaching()) return Status::closed;
         if (timeout == 0) return Status::timeout;
-        double before = now();
+        // Blocked on a reserved record: wake now and then, its producer may die mid-copy.
         if (wait_on(&seg_->not_empty_seq, &seg_->not_empty_sleepers, seen, deadline, !drained) == Status::timeout)
             return Status::timeout;
-        if (!drained && seg_->not_empty_seq.load() == seen && now() - before >= kLivenessSlice * 0.9)
-            check_reservers = true;
     }
 }
 
@@ -791,22 +833,18 @@ void ShmQueue::release(const std::vector<RecordView>& records) {
 
 void ShmQueue::task_done(uint64_t n) {
     if (!seg_) throw InvalidArgument("queue is detached");
-    lock();
-    begin(slot_);
-    Counters& c = seg_->c;
-    if (c.unfinished < n) {
-        end();
-        unlock();
-        throw InvalidArgument("task_done() called too many times");
+    bool zero;
+    {
+        Section section(*this, slot_);
+        Counters& c = seg_->c;
+        if (c.unfinished < n) throw InvalidArgument("task_done() called too many times");
+        c.unfinished -= n;
+        if (slot_ >= 0) {
+            uint64_t& mine = seg_->slots[slot_].outstanding;
+            mine -= mine < n ? mine : n;
+        }
+        zero = c.unfinished == 0;
     }
-    c.unfinished -= n;
-    if (slot_ >= 0) {
-        uint64_t& mine = seg_->slots[slot_].outstanding;
-        mine -= mine < n ? mine : n;
-    }
-    bool zero = c.unfinished == 0;
-    end();
-    unlock();
     if (zero) signal(seg_->join_seq, seg_->join_sleepers);
 }
 
@@ -814,10 +852,13 @@ Status ShmQueue::join(double timeout) {
     if (!seg_) throw InvalidArgument("queue is detached");
     const double deadline = deadline_for(timeout);
     for (;;) {
-        lock();
-        const uint32_t seen = seg_->join_seq.load(std::memory_order_seq_cst);
-        const uint64_t left = seg_->c.unfinished;
-        unlock();
+        uint32_t seen;
+        uint64_t left;
+        {
+            Section section(*this, -1, false);
+            seen = seg_->join_seq.load(std::memory_order_seq_cst);
+            left = seg_->c.unfinished;
+        }
         if (left == 0) return Status::ok;
         if (detaching()) return Status::closed;
         if (timeout == 0) return Status::timeout;
@@ -838,6 +879,11 @@ void ShmQueue::close() {
 
 uint64_t ShmQueue::qsize() const {
     if (!seg_) throw InvalidArgument("queue is detached");
+    if (seg_->journal.active.load(std::memory_order_acquire)) {
+        // A section is under way, or its holder died inside it: the lock settles (and recovers) it.
+        Section section(*const_cast<ShmQueue*>(this), -1, false);
+        return seg_->c.items;
+    }
     return __atomic_load_n(&seg_->c.items, __ATOMIC_ACQUIRE);
 }
 
@@ -846,23 +892,23 @@ uint64_t ShmQueue::maxsize() const { return seg_ ? seg_->maxsize : 0; }
 
 Info ShmQueue::info() const {
     if (!seg_) throw InvalidArgument("queue is detached");
-    auto* self = const_cast<ShmQueue*>(this);
     Info in{};
-    self->lock();
-    const Counters& c = seg_->c;
-    in.capacity_bytes = seg_->capacity;
-    in.maxsize = seg_->maxsize;
-    in.items = c.items;
-    in.unfinished = c.unfinished;
-    in.used_bytes = c.tail - c.head;
-    in.head = c.head;
-    in.read = c.read;
-    in.tail = c.tail;
-    in.stats = c.stats;
     std::vector<int32_t> pids;
-    for (auto& s : seg_->slots)
-        if (int32_t p = s.pid.load()) pids.push_back(p);
-    self->unlock();
+    {
+        Section section(*const_cast<ShmQueue*>(this), -1, false);
+        const Counters& c = seg_->c;
+        in.capacity_bytes = seg_->capacity;
+        in.maxsize = seg_->maxsize;
+        in.items = c.items;
+        in.unfinished = c.unfinished;
+        in.used_bytes = c.tail - c.head;
+        in.head = c.head;
+        in.read = c.read;
+        in.tail = c.tail;
+        in.stats = c.stats;
+        for (auto& s : seg_->slots)
+            if (int32_t p = s.pid.load()) pids.push_back(p);
+    }
     in.closed = seg_->closed.load() != 0;
     in.persistent = seg_->persistent != 0;
     in.version = seg_->version;

@@ -1,0 +1,824 @@
+"""Bad input and faults: processes SIGKILLed at random moments (mid-put, mid-get, inside
+the lock, inside a large copy), close() under blocked callers, foreign and corrupt
+segments, a full /dev/shm, and the segment's permissions and lifetime.
+
+Kills go to forked children that report progress through shared memory, so the test
+knows exactly which puts returned and which items a dying consumer had taken. Several
+tests read the segment's header straight from /dev/shm (offsets below, from the struct
+Segment in sage_ext/sage_queue/src/shm_queue.cpp); check_layout() verifies them
+against info() first, so a layout change fails loudly instead of testing nothing.
+"""
+
+import errno
+import json
+import mmap
+import multiprocessing as mp
+import os
+import queue
+import random
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+
+import fault_workers as fw
+from conftest import requires_native, segment_file
+
+pytestmark = [requires_native, pytest.mark.timeout(120)]
+
+ctx = mp.get_context("fork")  # fast to start; the children are killed anyway
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# struct Segment (shm_queue.cpp), x86-64 / aarch64 glibc
+OFF_MAGIC, OFF_VERSION, OFF_HEADER_BYTES, OFF_CAPACITY = 0, 8, 12, 16
+OFF_MAXSIZE, OFF_RING, OFF_TOTAL, OFF_READY = 24, 32, 40, 56
+OFF_MUTEX = 128  # pthread_mutex_t: int __lock (owner tid | flags) first
+OFF_HEAD, OFF_READ, OFF_TAIL, OFF_ITEMS = 168, 176, 184, 192  # Counters c
+OFF_JOURNAL_ACTIVE, OFF_SAVED_HEAD, OFF_SAVED_ITEMS = 272, 280, 304  # Journal: active, slot, Counters saved
+MAGIC = b"SGQUEUE1"
+REC_STATE, REC_LEN = 0, 16  # struct RecordHeader
+RESERVED, COMMITTED, CLAIMED, FREE = 1, 2, 3, 4
+FUTEX_TID_MASK = 0x3FFFFFFF
+
+RECOVERY_LIMIT = 0.1  # "within 100 ms"
+# Random-kill trials run on small shared VMs next to other tests: a trial may lose the CPU
+# for a while, so at most 10% of them may exceed RECOVERY_LIMIT, and none may exceed this.
+STALL_HARD_LIMIT = 0.5
+
+
+def check_recovery(what, gaps, notes):
+    """gaps: per trial, the longest time nobody made progress after the kill; notes: per trial."""
+    slow = [g for g in gaps if g >= RECOVERY_LIMIT]
+    worst = max(range(len(gaps)), key=gaps.__getitem__)
+    assert gaps[worst] < STALL_HARD_LIMIT, (
+        f"{what} stalled {gaps[worst] * 1e3:.0f} ms after the kill in trial {worst} ({notes[worst]})"
+    )
+    assert len(slow) <= len(gaps) // 10, (
+        f"{what} took over {RECOVERY_LIMIT * 1e3:.0f} ms to go on in {len(slow)} of {len(gaps)} trials: "
+        f"{sorted(round(g * 1e3) for g in slow)} ms"
+    )
+
+
+def sq():
+    from sage_ext.sage_queue.python import sage_queue
+
+    return sage_queue
+
+
+def new_name():
+    return f"fault-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def fresh():
+    """Unique queue names; every queue and hand-written segment is removed afterwards."""
+    made, names, procs = [], [], []
+
+    class Fresh:
+        @staticmethod
+        def name():
+            n = new_name()
+            names.append(n)
+            return n
+
+        @staticmethod
+        def queue(**options):
+            q = sq().SageQueue(Fresh.name(), **options)
+            made.append(q)
+            return q
+
+        @staticmethod
+        def process(target, *args):
+            p = ctx.Process(target=target, args=args, daemon=True)
+            p.start()
+            procs.append(p)
+            return p
+
+    yield Fresh
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+        p.join(5)
+    for q in made:
+        if q.attached:
+            q.destroy()
+    for n in names:
+        try:
+            os.unlink(segment_file(n))
+        except FileNotFoundError:
+            pass
+
+
+class SegmentView:
+    """A read-only window on a live segment, to watch a child's progress from outside."""
+
+    def __init__(self, name):
+        with open(segment_file(name), "rb") as f:
+            self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        self.ring = self.u64(OFF_RING)
+        self.cap = self.u64(OFF_CAPACITY)
+
+    def u32(self, off):
+        return struct.unpack_from("<I", self.mm, off)[0]
+
+    def u64(self, off):
+        return struct.unpack_from("<Q", self.mm, off)[0]
+
+    def lock_owner(self):
+        return self.u32(OFF_MUTEX) & FUTEX_TID_MASK
+
+    def record_state(self, offset):
+        return self.u32(self.ring + offset % self.cap + REC_STATE)
+
+
+def check_layout(q):
+    v = SegmentView(q.name)
+    info = q.info()
+    found = (v.mm[:8], v.cap, v.u64(OFF_HEAD), v.u64(OFF_READ), v.u64(OFF_TAIL), v.u64(OFF_ITEMS))
+    want = (MAGIC, info["capacity_bytes"], info["head"], info["read"], info["tail"], info["items"])
+    assert found == want, f"segment layout changed ({found} != {want}): update the OFF_* offsets"
+    return v
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.0005)
+
+
+def kill(p):
+    os.kill(p.pid, signal.SIGKILL)
+    t = time.monotonic()
+    p.join(5)
+    return t
+
+
+def max_gap(start, events, end):
+    pts = [start] + sorted(t for t in events if start < t < end) + [end]
+    return max(b - a for a, b in zip(pts, pts[1:]))
+
+
+def stopped(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] in ("T", "t")
+
+
+# -- producers killed at random moments ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["put", "put_many"])
+def test_producer_killed_at_random_moments_loses_nothing_that_was_put_and_garbles_nothing(fresh, mode):
+    rng = random.Random()
+    trials = 25
+    stalls, drains, notes, lock_recoveries, abandoned, delivered_in_flight = [], [], [], 0, 0, 0
+    for trial in range(trials):
+        q = fresh.queue(capacity_bytes=4 << 20)
+        path = segment_file(q.name)
+        prog = ctx.RawArray("q", 4)
+        prog[1] = prog[2] = -1
+        p = fresh.process(fw.produce, q, prog, mode, 16, 10**9, 128 * 1024)
+        got, times, garbled = [], [], []
+
+        def consumer():
+            while True:
+                try:
+                    # A bounded wait longer than one 20 ms liveness slice; a consumer asleep in
+                    # get() with no timeout is the subject of the mid-copy tests further down.
+                    obj = q.get(timeout=0.03)
+                except queue.Empty:
+                    times.append(time.monotonic())  # an answer too: "the next items or Empty"
+                    continue
+                except sq().QueueClosed:
+                    return
+                times.append(time.monotonic())
+                try:
+                    got.append(fw.check_item(obj))
+                except ValueError as e:
+                    garbled.append(str(e))
+
+        th = threading.Thread(target=consumer, daemon=True)
+        th.start()
+        wait_for(lambda: prog[0] == 1, 10, "the producer to start")
+        time.sleep(rng.uniform(0.0, 0.04))
+        t_kill = kill(p)
+        last_done, in_flight = prog[1], prog[2]
+        wait_for(lambda: q.qsize() == 0, 3, "the consumer to drain the queue after the kill")
+        t_drained = time.monotonic()
+        q.close()
+        th.join(5)
+        assert not th.is_alive(), "consumer stuck after close()"
+        s = q.stats()
+        q.detach()
+
+        assert not garbled, f"trial {trial}: garbled items delivered: {garbled[:3]}"
+        assert got == list(range(len(got))), f"trial {trial}: not exactly once in order: {got[-5:]}"
+        top = len(got) - 1
+        assert last_done <= top <= in_flight, (
+            f"trial {trial}: delivered up to {top}; puts returned up to {last_done}, "
+            f"in flight up to {in_flight}"
+        )
+        stall = max_gap(t_kill, times, t_drained)
+        assert stall < STALL_HARD_LIMIT, f"trial {trial}: consumer silent for {stall * 1e3:.0f} ms after the kill"
+        drain = t_drained - t_kill
+        assert drain < 0.5, f"trial {trial}: queue drained (dead record skipped) only {drain:.2f} s after the kill"
+        assert not os.path.exists(path), "segment left behind by a killed producer"
+        stalls.append(stall)
+        drains.append(drain)
+        notes.append(f"{s}; delivered {len(got)}, last put returned {last_done}, in flight {in_flight}")
+        lock_recoveries += s.lock_recoveries
+        abandoned += s.abandoned_records
+        delivered_in_flight += top > last_done
+    check_recovery("the consumer", stalls, notes)
+    print(
+        f"\n{mode}: {trials} kills; longest silence after a kill {max(stalls) * 1e3:.1f} ms "
+        f"(median {sorted(stalls)[trials // 2] * 1e3:.1f} ms); kill to drained: worst {max(drains) * 1e3:.1f} ms, "
+        f"median {sorted(drains)[trials // 2] * 1e3:.1f} ms; lock_recoveries={lock_recoveries}; "
+        f"abandoned_records={abandoned}; in-flight items delivered in {delivered_in_flight} trials"
+    )
+
+
+# -- consumers killed at random moments ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["get", "get_many"])
+def test_consumer_killed_at_random_moments_loses_at_most_its_batch_and_duplicates_nothing(fresh, mode):
+    rng = random.Random()
+    trials = 20
+    batch = 1 if mode == "get" else 8
+    limit = 200_000
+    arrays = {
+        who: (ctx.RawArray("q", limit), ctx.RawArray("d", limit), ctx.RawArray("q", 4))
+        for who in ("survivor", "victim")
+    }
+    put_gaps, get_gaps, notes = [], [], []
+    lock_recoveries = reclaimed = lost_total = 0
+    for trial in range(trials):
+        q = fresh.queue(capacity_bytes=512 * 1024)
+        for seqs, times, state in arrays.values():
+            state[0] = state[1] = state[2] = 0
+        survivor = fresh.process(fw.consume, q, *arrays["survivor"], "get_many", 16)
+        victim = fresh.process(fw.consume, q, *arrays["victim"], mode, batch, 200e-6)
+        wait_for(lambda: arrays["survivor"][2][0] and arrays["victim"][2][0], 10, "consumers to start")
+        killed = []
+        delay = rng.uniform(0.005, 0.05)
+        killer = threading.Timer(delay, lambda: killed.append(kill(victim)))
+        killer.start()
+        put_times, seq = [], 0
+        while seq < limit and not (killed and time.monotonic() > killed[0] + 0.15):
+            q.put(fw.make_item(seq, 32 * 1024), timeout=2)
+            put_times.append(time.monotonic())
+            seq += 1
+        killer.join()
+        t_kill, t_stop = killed[0], time.monotonic()
+        wait_for(lambda: q.qsize() == 0, 3, "the survivor to drain the queue")
+        q.close()
+        survivor.join(5)
+        assert survivor.exitcode == 0, "survivor did not finish after close()"
+        s = q.stats()
+        q.destroy()
+
+        taken = {}
+        for who, (seqs, times, state) in arrays.items():
+            assert state[2] == 0, f"trial {trial}: {who} got {state[2]} garbled items"
+            taken[who] = list(seqs[: state[1]])
+            assert taken[who] == sorted(taken[who]), f"trial {trial}: {who} saw items out of order"
+        everything = taken["survivor"] + taken["victim"]
+        assert len(everything) == len(set(everything)), f"trial {trial}: an item was delivered twice"
+        assert set(everything) <= set(range(seq)), f"trial {trial}: an item nobody put"
+        lost = sorted(set(range(seq)) - set(everything))
+        assert len(lost) <= batch, f"trial {trial}: {len(lost)} items lost (batch {batch}): {lost[:10]}"
+        assert not lost or lost == list(range(lost[0], lost[0] + len(lost))), (
+            f"trial {trial}: lost items are not one batch: {lost}"
+        )
+        put_gap = max_gap(t_kill, put_times, t_stop)
+        survivor_times = arrays["survivor"][1][: arrays["survivor"][2][1]]
+        get_gap = max_gap(t_kill, survivor_times, t_stop)
+        put_gaps.append(put_gap)
+        get_gaps.append(get_gap)
+        notes.append(f"{s}; put {seq}, survivor took {len(taken['survivor'])}, victim {len(taken['victim'])}, "
+                     f"lost {lost}; killed {delay * 1e3:.0f} ms in")
+        lock_recoveries += s.lock_recoveries
+        reclaimed += s.reclaimed_records
+        lost_total += len(lost)
+    check_recovery("the producer", put_gaps, notes)
+    check_recovery("the surviving consumer", get_gaps, notes)
+    print(
+        f"\n{mode}: {trials} kills; producer's longest gap after a kill: worst {max(put_gaps) * 1e3:.1f} ms, "
+        f"median {sorted(put_gaps)[trials // 2] * 1e3:.1f} ms; survivor's: worst {max(get_gaps) * 1e3:.1f} ms, "
+        f"median {sorted(get_gaps)[trials // 2] * 1e3:.1f} ms; items lost with the victim {lost_total}; "
+        f"reclaimed_records={reclaimed}; lock_recoveries={lock_recoveries}"
+    )
+
+
+# -- kills inside the locked section (deterministic) ----------------------------------------
+
+
+def _stop_inside_lock(pid, view, rng, want=lambda view: True, budget=8.0):
+    """SIGSTOP the child at random moments until it is caught holding the queue's lock
+    (the robust mutex's owner word is its tid) and want(view) holds; leaves it stopped."""
+    deadline = time.monotonic() + budget
+    attempts = 0
+    while time.monotonic() < deadline:
+        attempts += 1
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(pid), 2, "the child to stop")
+        if view.lock_owner() == pid and want(view):
+            return attempts
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(rng.uniform(0, 0.0005))
+    pytest.fail(f"never caught the child inside the lock in {attempts} attempts")
+
+
+def _drain(q):
+    out = []
+    while True:
+        try:
+            out.extend(q.get_many(1024, block=False))
+        except queue.Empty:
+            return out
+
+
+def _kill_inside_sections(fresh, want, kills_wanted):
+    """SIGKILL a churning child inside locked sections that satisfy want(view), again and
+    again; after each death the queue must hold exactly the items put and not yet taken."""
+    rng = random.Random()
+    q = fresh.queue(capacity_bytes=256 * 1024)
+    view = check_layout(q)
+    prog = ctx.RawArray("q", 4)
+    prog[1], prog[2] = -1, 0
+    kills, attempts = 0, 0
+    pack = struct.Struct("<Q").pack
+    while kills < kills_wanted:
+        first = prog[1]
+        p = fresh.process(fw.churn, q, prog, 256)
+        wait_for(lambda: prog[1] > first + 1000, 10, "the child to churn")
+        attempts += _stop_inside_lock(p.pid, view, rng, want=want)
+        kill(p)
+        assert prog[3] == 0, "the churning child saw garbled or out-of-order items"
+        s = q.stats()  # the first lock after the death recovers it
+        kills += 1
+        assert s.lock_recoveries == kills, "the dead lock holder was not counted as a recovery"
+        expect = list(range(prog[2], prog[1] + 1))
+        assert s.items == q.qsize() == len(expect)
+        assert _drain(q) == [pack(i) for i in expect], "after rollback the queue holds other items"
+        assert q.qsize() == 0 and q.stats().items == 0
+        q.put_many([b"again", b"still"])  # usable afterwards
+        assert q.get_many(8, timeout=1) == [b"again", b"still"]
+        prog[2] = prog[1] + 1
+    return kills, attempts, q.stats().lock_recoveries
+
+
+def test_kills_inside_the_locked_section_are_rolled_back_and_queue_stays_consistent(fresh):
+    journaled = lambda v: v.u32(OFF_JOURNAL_ACTIVE) == 1  # between begin() and end()
+    kills, attempts, recoveries = _kill_inside_sections(fresh, journaled, 6)
+    print(f"\n{kills} kills inside a journaled locked section, found in {attempts} SIGSTOPs; "
+          f"lock_recoveries={recoveries}")
+
+
+def test_kill_after_a_put_reclaimed_ring_space_does_not_resurrect_its_records(fresh):
+    # The put section advanced head over freed records and may already have written its
+    # new headers there; rolling head back would put those headers behind the read pointer.
+    advanced_head = lambda v: v.u32(OFF_JOURNAL_ACTIVE) == 1 and v.u64(OFF_HEAD) != v.u64(OFF_SAVED_HEAD)
+    kills, attempts, _ = _kill_inside_sections(fresh, advanced_head, 4)
+    print(f"\n{kills} kills inside a put that had reclaimed space, found in {attempts} SIGSTOPs")
+
+
+def test_qsize_right_after_a_lock_holder_died_mid_section_matches_what_a_drain_returns(fresh):
+    # qsize() reads the item count without taking the lock; a holder killed halfway
+    # through changing it leaves a value that the next locker rolls back.
+    rng = random.Random()
+    q = fresh.queue(capacity_bytes=256 * 1024)
+    view = check_layout(q)
+    prog = ctx.RawArray("q", 4)
+    prog[1], prog[2] = -1, 0
+    p = fresh.process(fw.churn, q, prog, 256)
+    wait_for(lambda: prog[1] > 1000, 10, "churn")
+    half_done = lambda v: v.u32(OFF_JOURNAL_ACTIVE) == 1 and v.u64(OFF_ITEMS) != v.u64(OFF_SAVED_ITEMS)
+    _stop_inside_lock(p.pid, view, rng, want=half_done)
+    kill(p)
+    seen = q.qsize()
+    drained = len(_drain(q))
+    assert seen == drained, f"qsize() said {seen} right after the death, a drain returned {drained}"
+
+
+# -- a producer killed between reserve and commit, inside a large copy ---------------------------
+
+BIG = 16 << 20
+
+
+def _kill_mid_copy(fresh, q, target, args, reached, still):
+    """Start a child and SIGKILL it the moment reached(view) holds (it is then inside a
+    multi-millisecond copy); check that still(view) holds after its death."""
+    view = check_layout(q)
+    started = ctx.RawValue("i", 0)
+    p = fresh.process(target, q, *args, started)
+    wait_for(lambda: started.value, 10, "the child to start")
+    deadline = time.monotonic() + 10
+    while not reached(view):
+        if time.monotonic() > deadline:
+            pytest.fail("the child never reached the copy")
+    t_kill = kill(p)
+    assert still(view), "the 16 MiB copy finished before the kill landed"
+    return t_kill, view
+
+
+def _state(offset, state):
+    return lambda v: v.record_state(offset) == state
+
+
+def test_producer_killed_inside_a_large_copy_is_skipped_and_counted_abandoned(fresh):
+    q = fresh.queue(capacity_bytes=40 << 20)
+    t_kill, view = _kill_mid_copy(fresh, q, fw.put_one, (b"\xab" * BIG,), _state(0, RESERVED), _state(0, RESERVED))
+    q.put(b"after")  # a live producer's item behind the dead record
+    t0 = time.monotonic()
+    assert q.get(timeout=2) == b"after"
+    waited = time.monotonic() - t0
+    s = q.stats()
+    assert waited < RECOVERY_LIMIT, f"consumer waited {waited * 1e3:.0f} ms behind the dead producer's record"
+    assert s.abandoned_records == 1 and s.items == 0 and s.unfinished_tasks == 1  # only b"after"
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)  # the half-written item is never delivered
+    print(f"\nskipped the dead producer's 16 MiB record in {waited * 1e3:.1f} ms")
+
+
+def test_consumer_already_waiting_gets_what_a_producer_killed_mid_put_many_committed(fresh):
+    # The consumer is asleep on an empty queue when the producer reserves [small, 16 MiB],
+    # commits the small one and dies copying the big one.
+    q = fresh.queue(capacity_bytes=40 << 20)
+    out = []
+
+    def consumer():
+        try:
+            out.append((q.get(timeout=3), time.monotonic()))
+        except queue.Empty:
+            out.append(("Empty", time.monotonic()))
+
+    waiter = threading.Thread(target=consumer, daemon=True)
+    waiter.start()
+    time.sleep(0.05)  # asleep in get()
+    # record 0 = 32-byte header + b"small" -> record 1 (the big one) starts at offset 64
+    # record 0 committed (the woken consumer may have taken it already), record 1 mid-copy
+    half = lambda v: v.record_state(0) in (COMMITTED, CLAIMED, FREE) and v.record_state(64) == RESERVED
+    big_unfinished = lambda v: v.record_state(64) == RESERVED
+    t_kill, view = _kill_mid_copy(fresh, q, fw.put_batch, ([b"small", b"\xcd" * BIG],), half,
+                                  big_unfinished)
+    waiter.join(5)
+    item, t_got = out[0]
+    assert item == b"small" and t_got - t_kill < RECOVERY_LIMIT, (
+        f"the consumer blocked in get(timeout=3) got {item!r:.20} {(t_got - t_kill) * 1e3:.0f} ms after "
+        f"the producer died, with the committed item queued all along"
+    )
+    # Abandonment is lazy: a consumer that looks (here: polls) skips the dead record once its
+    # reservation is older than the 20 ms liveness age, well within the 100 ms limit.
+    def polled_and_abandoned():
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+        return q.stats().abandoned_records == 1
+
+    wait_for(polled_and_abandoned, RECOVERY_LIMIT, "a polling consumer to skip the dead record")
+    assert q.qsize() == 0
+
+
+def test_polling_consumer_is_not_stuck_forever_behind_a_dead_producers_record(fresh):
+    q = fresh.queue(capacity_bytes=40 << 20)
+    t_kill, _ = _kill_mid_copy(fresh, q, fw.put_one, (b"\xab" * BIG,), _state(0, RESERVED), _state(0, RESERVED))
+    q.put(b"after")
+    got, deadline = None, time.monotonic() + 1.0
+    while got is None and time.monotonic() < deadline:
+        try:
+            got = q.get_nowait()
+        except queue.Empty:
+            time.sleep(0.001)
+    assert got == b"after", (
+        f"get_nowait() kept raising Empty for 1 s with a committed item queued (qsize={q.qsize()}, "
+        f"empty()={q.empty()}): only a blocking get that waits a 20 ms slice skips a dead producer"
+    )
+
+
+# -- a consumer killed while copying a large item out -----------------------------------------
+
+
+def _consumer_dies_holding_the_head(fresh, q):
+    q.put(b"\x11" * BIG)
+    return _kill_mid_copy(fresh, q, fw.get_one, (), _state(0, CLAIMED), _state(0, CLAIMED))
+
+
+def test_consumer_killed_inside_a_large_copy_does_not_block_producers_and_is_reclaimed(fresh):
+    q = fresh.queue(capacity_bytes=20 << 20)  # room for one 16 MiB item only
+    _consumer_dies_holding_the_head(fresh, q)
+    item = b"\x22" * BIG
+    t0 = time.monotonic()
+    q.put(item, timeout=2)  # needs the dead consumer's space
+    waited = time.monotonic() - t0
+    s = q.stats()
+    assert waited < RECOVERY_LIMIT, f"producer waited {waited * 1e3:.0f} ms for the dead consumer's space"
+    assert s.reclaimed_records == 1 and s.items == 1
+    assert q.get(timeout=1) == item
+    print(f"\nreclaimed the dead consumer's 16 MiB record in {waited * 1e3:.1f} ms")
+
+
+def test_producer_already_blocked_on_a_full_ring_resumes_when_the_consumer_dies_mid_copy(fresh):
+    q = fresh.queue(capacity_bytes=20 << 20)
+    q.put(b"\x11" * BIG)
+    out, item = [], b"\x22" * BIG
+
+    def producer():
+        try:
+            q.put(item, timeout=3)
+            out.append(("ok", time.monotonic()))
+        except queue.Full:
+            out.append(("Full", time.monotonic()))
+
+    th = threading.Thread(target=producer, daemon=True)
+    th.start()
+    time.sleep(0.05)  # asleep in put(): the ring is full
+    t_kill, _ = _kill_mid_copy(fresh, q, fw.get_one, (), _state(0, CLAIMED), _state(0, CLAIMED))
+    th.join(5)
+    what, t = out[0]
+    assert what == "ok" and t - t_kill < RECOVERY_LIMIT, (
+        f"blocked put() ended with {what} {(t - t_kill) * 1e3:.0f} ms after the consumer died "
+        f"(reclaimed_records={q.stats().reclaimed_records})"
+    )
+    assert q.stats().reclaimed_records == 1
+
+
+def test_polling_producer_is_not_stuck_forever_behind_a_dead_consumers_record(fresh):
+    q = fresh.queue(capacity_bytes=20 << 20)
+    _consumer_dies_holding_the_head(fresh, q)
+    ok, deadline, item = False, time.monotonic() + 1.0, b"\x22" * BIG
+    while not ok and time.monotonic() < deadline:
+        try:
+            q.put_nowait(item)
+            ok = True
+        except queue.Full:
+            time.sleep(0.001)
+    assert ok, "put_nowait() kept raising Full for 1 s behind a dead consumer's record"
+
+
+# -- join() and close() with dead or blocked peers ------------------------------------------------
+
+
+def test_join_returns_when_a_consumer_dies_holding_unfinished_tasks(fresh):
+    q = fresh.queue()
+    for i in range(5):
+        q.put(i)
+    taken = ctx.RawValue("i", 0)
+    p = fresh.process(fw.take_without_task_done, q, 3, taken)
+    wait_for(lambda: taken.value == 3, 10, "the consumer to take 3 items")
+    for _ in range(2):
+        q.get(timeout=1)
+        q.task_done()
+    done = []
+    joiner = threading.Thread(target=lambda: done.append((q.join(timeout=5), time.monotonic())), daemon=True)
+    joiner.start()
+    time.sleep(0.05)
+    assert not done, "join() returned while a live consumer still held 3 tasks"
+    t_kill = kill(p)
+    joiner.join(6)
+    ok, t = done[0]
+    assert ok, "join() timed out although the consumer holding the tasks is dead"
+    assert t - t_kill < 1.0, f"join() returned {t - t_kill:.2f} s after the consumer died"
+    s = q.stats()
+    assert s.written_off_tasks == 3 and s.unfinished_tasks == 0
+    print(f"\njoin() returned {(t - t_kill) * 1e3:.0f} ms after the consumer died")
+
+
+def test_close_wakes_callers_blocked_in_get_and_put_in_other_processes_and_threads(fresh):
+    getq = fresh.queue()
+    putq = fresh.queue(maxsize=1)
+    putq.put("fills it")
+    waiters = []
+    for op, qq in (("get", getq), ("put", putq)):
+        for kind in ("process", "thread"):
+            started, result = ctx.RawValue("i", 0), ctx.RawArray("d", 2)
+            result[1] = -2
+            if kind == "process":
+                fresh.process(fw.wait_and_report, qq, op, started, result)
+            else:
+                threading.Thread(target=fw.wait_and_report, args=(qq, op, started, result), daemon=True).start()
+            waiters.append((f"{op} in a {kind}", started, result))
+    wait_for(lambda: all(w[1].value for w in waiters), 10, "the callers to block")
+    time.sleep(0.1)  # all asleep in the native wait
+    assert all(w[2][1] == -2 for w in waiters), "a caller returned before close()"
+    t_close = time.monotonic()
+    getq.close()
+    putq.close()
+    wait_for(lambda: all(w[2][1] != -2 for w in waiters), 2, "the blocked callers to wake")
+    for what, _, result in waiters:
+        assert result[1] == 1, f"{what}: did not raise QueueClosed"
+        assert result[0] - t_close < RECOVERY_LIMIT, f"{what}: woke {(result[0] - t_close) * 1e3:.0f} ms after close()"
+
+
+# -- foreign and corrupt segments ------------------------------------------------------------
+
+OPEN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from sage_ext.sage_queue.python.sage_queue import SageQueue, SegmentCorruptError
+    name, action = sys.argv[1], sys.argv[2]
+    t0 = time.monotonic()
+    out = {}
+    try:
+        q = SageQueue.open(name)
+        out["result"] = "opened"
+        if action == "get":
+            q.get_nowait()
+            out["result"] = "got"
+    except SegmentCorruptError as e:
+        out.update(result="corrupt", msg=str(e), oserror=isinstance(e, OSError))
+    except BaseException as e:
+        out.update(result=type(e).__name__, msg=str(e))
+    out["elapsed"] = time.monotonic() - t0
+    print(json.dumps(out))
+    """
+)
+
+
+def run_open(name, action="open", timeout=20):
+    """Attach in a fresh interpreter: a crash is a failed test, not a dead pytest worker."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        r = subprocess.run([sys.executable, "-c", OPEN_SCRIPT, name, action], capture_output=True,
+                           text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"attaching to {name} hung for more than {timeout} s")
+    assert r.returncode == 0, f"attaching crashed the process (exit {r.returncode}): {r.stderr[-2000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def real_segment_bytes(items=()):
+    """The bytes of a real, idle queue's segment (64 KiB ring)."""
+    name = new_name()
+    q = sq().SageQueue(name, capacity_bytes=64 * 1024)
+    try:
+        for item in items:
+            q.put(item)
+        with open(segment_file(name), "rb") as f:
+            return bytearray(f.read())
+    finally:
+        q.destroy()
+
+
+def patched(offset, fmt, value):
+    def patch(data):
+        struct.pack_into(fmt, data, offset, value)
+        return data
+
+    return patch
+
+
+CORRUPT_CASES = {
+    # name: (make the file's bytes, words the message must contain, or a tuple of choices)
+    "random_bytes": (lambda real: bytearray(os.urandom(len(real))), ("never initialised", "not a sage_queue")),
+    "random_bytes_marked_ready": (lambda real: patched(OFF_READY, "<I", 1)(bytearray(os.urandom(len(real)))),
+                                  "not a sage_queue segment"),
+    "zero_bytes": (lambda real: bytearray(), ("never initialised", "too short", "too small", "not a sage_queue")),
+    "too_short": (lambda real: real[:100], ("never initialised", "too short", "too small", "not a sage_queue")),
+    "truncated_real_segment": (lambda real: real[: len(real) // 2], "sizes are inconsistent"),
+    "extended_real_segment": (lambda real: real + bytes(4096), "sizes are inconsistent"),
+    "bad_magic": (patched(OFF_MAGIC, "<8s", b"NOTAQUEU"), "bad magic"),
+    "bad_version": (patched(OFF_VERSION, "<I", 99), "layout version is 99"),
+    "bad_header_size": (patched(OFF_HEADER_BYTES, "<I", 12345), "header size"),
+    "bad_capacity": (patched(OFF_CAPACITY, "<Q", 1 << 30), "sizes are inconsistent"),
+    "capacity_not_page_multiple": (patched(OFF_CAPACITY, "<Q", 64 * 1024 - 8), "sizes are inconsistent"),
+    "bad_total_size": (patched(OFF_TOTAL, "<Q", 1 << 40), "sizes are inconsistent"),
+    "never_marked_ready": (patched(OFF_READY, "<I", 0), "never initialised"),
+    "ring_offsets_inconsistent": (patched(OFF_HEAD, "<Q", 1 << 20), "ring offsets are inconsistent"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_CASES))
+def test_attaching_to_a_foreign_or_corrupt_segment_raises_segment_corrupt_error(fresh, case):
+    make, words = CORRUPT_CASES[case]
+    name = fresh.name()
+    with open(segment_file(name), "wb") as f:
+        f.write(make(real_segment_bytes([b"an item"])))
+    r = run_open(name)
+    assert r["result"] == "corrupt", f"expected SegmentCorruptError, got {r}"
+    assert r["oserror"], "SegmentCorruptError must be an OSError"
+    choices = words if isinstance(words, tuple) else (words,)
+    assert name in r["msg"] and any(w in r["msg"] for w in choices), f"unclear message: {r['msg']!r}"
+    assert r["elapsed"] < 5, f"took {r['elapsed']:.1f} s to give up"
+
+
+@pytest.mark.parametrize("field,fmt,value", [("state", "<I", 99), ("len", "<Q", 1 << 40)])
+def test_corrupt_record_in_an_attached_segment_raises_instead_of_crashing(fresh, field, fmt, value):
+    real = real_segment_bytes([b"an item"])
+    ring = struct.unpack_from("<Q", real, OFF_RING)[0]
+    struct.pack_into(fmt, real, ring + (REC_STATE if field == "state" else REC_LEN), value)
+    name = fresh.name()
+    with open(segment_file(name), "wb") as f:
+        f.write(real)
+    r = run_open(name, "get")
+    assert r["result"] == "corrupt" and "corrupt record" in r["msg"], r
+
+
+# -- not enough room in /dev/shm ---------------------------------------------------------------
+
+ENOSPC_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    from sage_ext.sage_queue.python.sage_queue import SageQueue
+    name = "enospc-" + os.urandom(6).hex()
+    out = {"shm_bytes": os.statvfs("/dev/shm").f_blocks * os.statvfs("/dev/shm").f_frsize}
+    try:
+        SageQueue(name, capacity_bytes=8 << 20)
+        out["result"] = "created"
+    except OSError as e:
+        out.update(result="OSError", errno=e.errno, msg=str(e))
+    out["left"] = [f for f in os.listdir("/dev/shm") if name in f]
+    with SageQueue(name + "-small", capacity_bytes=64 * 1024) as q:  # what fits still works
+        q.put("fits")
+        out["small"] = q.get(timeout=1)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_creating_a_queue_larger_than_dev_shm_is_enospc_naming_shm_size_and_leaves_nothing(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a private 1 MiB /dev/shm")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = tmp_path / "enospc.py"
+    script.write_text(ENOSPC_SCRIPT)
+    cmd = ["unshare", "-m", "sh", "-c",
+           f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} {script}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+    if r.returncode != 0 and not r.stdout.strip():
+        if "unshare" in r.stderr or "mount" in r.stderr or "ermission" in r.stderr:
+            pytest.skip(f"unshare -m / mount of a private tmpfs is not permitted here: {r.stderr.strip()}")
+        pytest.fail(f"the ENOSPC probe crashed (exit {r.returncode}): {r.stderr[-2000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["shm_bytes"] <= 1 << 20, "the private /dev/shm was not mounted"
+    assert out["result"] == "OSError" and out["errno"] == errno.ENOSPC, out
+    assert "/dev/shm" in out["msg"] and "--shm-size" in out["msg"], f"unhelpful message: {out['msg']!r}"
+    assert out["left"] == [], f"a failed create left {out['left']} behind"
+    assert out["small"] == "fits"
+
+
+# -- permissions and lifetime of the segment ----------------------------------------------------
+
+
+def test_segment_is_mode_0600_and_owned_by_the_creator_whatever_the_umask(fresh):
+    old = os.umask(0)
+    try:
+        q = fresh.queue()
+    finally:
+        os.umask(old)
+    st = os.stat(segment_file(q.name))
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.getuid()
+
+
+def test_segment_is_removed_once_every_user_detached_or_exited(fresh):
+    name = fresh.name()
+    path = segment_file(name)
+    q = sq().SageQueue(name)
+    p = ctx.Process(target=fw.attach_put_and_exit, args=(name, "from a child"))  # exits normally
+    p.start()
+    p.join(10)
+    assert p.exitcode == 0 and os.path.exists(path)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = ("import sys, time; from sage_ext.sage_queue.python.sage_queue import SageQueue; "
+            "q = SageQueue.open(sys.argv[1]); print(q.get(timeout=5)); sys.stdout.flush(); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code, name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert other.stdout.readline().strip() == "from a child"
+        started = ctx.RawValue("i", 0)
+        killed = fresh.process(fw.get_one, q, started)  # attached, then SIGKILLed
+        wait_for(lambda: started.value, 10, "the child to attach")
+        kill(killed)
+        q.detach()  # the creator leaves first; the other interpreter is still attached
+        assert os.path.exists(path), "removed while another process was still attached"
+    finally:
+        other.communicate("", timeout=10)  # it exits normally, the last live user
+    assert other.returncode == 0
+    assert not os.path.exists(path), "segment left behind after every user left"
+
+
+def test_persistent_queue_survives_all_users_until_destroyed(fresh):
+    name = fresh.name()
+    path = segment_file(name)
+    q = sq().SageQueue(name, persistent=True)
+    q.put("kept")
+    q.detach()
+    assert os.path.exists(path)
+    p = ctx.Process(target=fw.attach_put_and_exit, args=(name, "also kept"))
+    p.start()
+    p.join(10)
+    assert p.exitcode == 0 and os.path.exists(path)
+    q = sq().SageQueue.open(name)
+    assert q.get_many(4, timeout=1) == ["kept", "also kept"]
+    q.destroy()
+    assert not os.path.exists(path)
