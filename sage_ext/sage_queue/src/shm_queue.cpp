@@ -578,14 +578,12 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
     auto& sleepers = *static_cast<std::atomic<uint32_t>*>(sleepers_word);
     const double start = now();
     // Spin briefly: most waits end within microseconds, and sleeping costs a syscall each way.
-    // The budget adapts: when spins keep failing (the peer needs this core), it shrinks, so
-    // a busy machine is not made busier; each success grows it back.
+    // The budget adapts to how long waits really last: if the event came within the longest
+    // spin, spinning pays and the budget is full; if it came later (say the peer needed this
+    // very core), spinning only burns it, and the budget halves.
     const double budget = spin_budget_.load(std::memory_order_relaxed);
     for (int i = 0;; ++i) {
-        if (seq.load(std::memory_order_acquire) != seen) {
-            spin_budget_.store(std::min(kMaxSpinSeconds, budget * 2 + 1e-6), std::memory_order_relaxed);
-            return Status::ok;
-        }
+        if (seq.load(std::memory_order_acquire) != seen) return Status::ok;
         cpu_relax();
         if ((i & 63) == 63) {
             double t = now();
@@ -593,7 +591,10 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
             if (t - start >= budget) break;
         }
     }
-    spin_budget_.store(budget / 2, std::memory_order_relaxed);
+    auto learn = [&] {
+        spin_budget_.store(now() - start <= kMaxSpinSeconds ? kMaxSpinSeconds : budget / 2,
+                           std::memory_order_relaxed);
+    };
     for (;;) {
         double t = now();
         if (t >= deadline) return Status::timeout;
@@ -603,7 +604,10 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
         if (seq.load(std::memory_order_seq_cst) == seen)
             futex_wait(&seq, seen, std::isfinite(left) ? left : INFINITY);
         sleepers.fetch_sub(1, std::memory_order_seq_cst);
-        if (seq.load(std::memory_order_acquire) != seen) return Status::ok;
+        if (seq.load(std::memory_order_acquire) != seen) {
+            learn();
+            return Status::ok;
+        }
         if (check_liveness && now() - t >= kLivenessSlice * 0.9) return Status::ok;  // caller rechecks peers
     }
 }
