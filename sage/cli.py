@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 __all__ = ["main"]
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     except (BackendUnavailableError, ValueError) as exc:
         print(f"sage: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sage info | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
