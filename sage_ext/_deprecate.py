@@ -19,18 +19,18 @@ def deprecated_module(old_module: str, new_module: str, names):
     def __getattr__(attr):
         if attr not in names:
             raise AttributeError(f"module {old_module!r} has no attribute {attr!r}")
-        new = getattr(importlib.import_module(new_module), attr)
         # `from package import name` first probes with hasattr() inside importlib, then
-        # fetches the name: warn only for the fetch, so the caller sees one warning.
+        # fetches the name: answer the probe quietly, so the caller sees one warning (and,
+        # where the new module cannot import, the warning before its ImportError).
         if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
-            return new
+            return None
         warnings.warn(
             f"{old_module}.{attr} is deprecated; import it from {new_module} instead "
             f"(from {new_module} import {attr})",
             DeprecationWarning,
             stacklevel=2,  # the frame doing the attribute access or `from ... import`
         )
-        return new
+        return getattr(importlib.import_module(new_module), attr)
 
     def __dir__():
         return sorted(names)
