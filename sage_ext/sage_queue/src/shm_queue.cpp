@@ -466,6 +466,7 @@ void ShmQueue::after_fork_in_child() {
     users_.store(0);  // calls in flight belonged to the parent's other threads
     slot_ = -1;
     if (seg_->unlinked.load()) return;
+    reap_dead_slots();  // children that came and went before us free their slots
     Section section(*this, -1);
     slot_ = take_slot_locked();
 }
@@ -509,9 +510,131 @@ void ShmQueue::reap_dead_slots() {
 // ---------------------------------------------------------------- locking
 
 void ShmQueue::lock() {
-    int rc = pthread_mutex_lock(&seg_->mutex);
+    // Uncontended: one atomic, as in pthread_mutex_lock. Contended: wait in slices and after
+    // each look at who holds the lock: a holder is a live thread with this segment mapped, and
+    // holds it for microseconds. A lock word naming anything else (a corrupt segment) would
+    // otherwise be waited on forever.
+#if defined(__GLIBC__)
+    // A corrupt mutex type sends glibc down paths that abort the process (an out-of-range
+    // priority ceiling asserts): lock only a mutex of the type the creator made.
+    static const int kind = [] {
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        pthread_mutex_t m;
+        pthread_mutex_init(&m, &attr);
+        pthread_mutexattr_destroy(&attr);
+        int k = m.__data.__kind;
+        pthread_mutex_destroy(&m);
+        return k;
+    }();
+    static constexpr const char* fix = ": the segment is corrupt; remove it with `python -m "
+                                       "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`";
+    if (__atomic_load_n(&seg_->mutex.__data.__kind, __ATOMIC_RELAXED) != kind)
+        throw CorruptSegment("the lock of queue '" + name_ + "' is not a robust process-shared mutex" + fix);
+#endif
+    int rc = pthread_mutex_trylock(&seg_->mutex);
+    int stuck_word = 0;        // a holder we could not look into, and since when it held the lock
+    uint64_t stuck_progress = 0;
+    double stuck_since = 0;
+    while (rc == EBUSY || rc == ETIMEDOUT) {
+#if defined(__GLIBC__)
+        if (rc == ETIMEDOUT) {
+            auto word = [this] { return __atomic_load_n(&seg_->mutex.__data.__lock, __ATOMIC_ACQUIRE); };
+            // Each mapping's start, device and inode in /proc/<pid>/maps; 0 or errno.
+            struct Mapping { unsigned long start; unsigned major, minor; unsigned long inode; };
+            auto mappings = [](const std::string& pid, std::vector<Mapping>& out) {
+                int fd = ::open(("/proc/" + pid + "/maps").c_str(), O_RDONLY | O_CLOEXEC);
+                if (fd < 0) return errno;
+                std::string text;
+                char buf[16384];
+                ssize_t n;
+                while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, size_t(n));
+                int err = n < 0 ? errno : 0;
+                ::close(fd);
+                for (size_t at = 0, end; at < text.size(); at = end + 1) {
+                    end = std::min(text.find('\n', at), text.size());
+                    const std::string line = text.substr(at, end - at);
+                    Mapping m{};
+                    if (sscanf(line.c_str(), "%lx-%*x %*s %*x %x:%x %lu", &m.start, &m.major, &m.minor, &m.inode) == 4)
+                        out.push_back(m);
+                }
+                return err;
+            };
+            auto stopped = [](int tid) {  // by a signal or a debugger: a long hold is explained
+                char path[64], buf[512];
+                snprintf(path, sizeof path, "/proc/%d/stat", tid);
+                int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) return false;
+                ssize_t n = ::read(fd, buf, sizeof buf - 1);
+                ::close(fd);
+                buf[n > 0 ? n : 0] = 0;
+                const char* paren = strrchr(buf, ')');
+                return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+            };
+            // Why the thread the lock word names cannot be its holder; "" if it may be, "?" if
+            // we may not look (another user's process).
+            auto impossible_holder = [&](int tid) -> std::string {
+                if (tid == 0) return "is marked held, by no thread";
+                const std::string held = "is held by thread " + std::to_string(tid);
+                if (tid == int(syscall(SYS_gettid))) return held + ", this one, which is waiting for it";
+                if (kill(tid, 0) != 0 && errno == ESRCH) return held + ", which does not exist";
+                std::vector<Mapping> mine, theirs;
+                if (mappings("self", mine) != 0) return "?";
+                auto ours = std::find_if(mine.begin(), mine.end(),
+                                         [&](const Mapping& m) { return m.start == uintptr_t(seg_); });
+                if (ours == mine.end()) return "?";
+                int err = mappings(std::to_string(tid), theirs);
+                if (err == ENOENT || err == ESRCH) return held + ", which does not exist";
+                if (err != 0) return "?";
+                for (const Mapping& m : theirs)
+                    if (m.major == ours->major && m.minor == ours->minor && m.inode == ours->inode) return "";
+                return held + ", which does not have the queue mapped";
+            };
+            const int seen = word();
+            std::string problem = seen ? impossible_holder(seen & FUTEX_TID_MASK) : "";
+            const uint64_t progress = uint64_t(seg_->not_empty_seq.load()) + seg_->not_full_seq.load() +
+                                      seg_->join_seq.load();
+            if (problem == "?") {
+                // A holder we may not look into: corrupt only if it kept the lock, running,
+                // for seconds while the queue made no progress.
+                problem.clear();
+                const double t = now();
+                if (seen != stuck_word || progress != stuck_progress || stopped(seen & FUTEX_TID_MASK)) {
+                    stuck_word = seen;
+                    stuck_progress = progress;
+                    stuck_since = t;
+                } else if (t - stuck_since >= 5.0) {
+                    problem = "has been held for " + std::to_string(int(t - stuck_since)) + " s by thread " +
+                              std::to_string(seen & FUTEX_TID_MASK) +
+                              ", which is not stopped and whose mappings we may not read, while the queue "
+                              "made no progress (a user holds it for microseconds)";
+                }
+            }
+            // Only a word that stayed put while we looked: a holder may have just left.
+            if (!problem.empty() && word() == seen)
+                throw CorruptSegment("the lock of queue '" + name_ + "' " + problem + fix);
+        }
+#endif
+        timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);  // the clock pthread_mutex_timedlock measures on
+        until.tv_nsec += 200000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000;
+        }
+        rc = pthread_mutex_timedlock(&seg_->mutex, &until);
+    }
     if (rc == EOWNERDEAD) {
-        recover_locked();
+        try {
+            recover_locked();
+        } catch (...) {
+            // Unlocked without being made consistent, the mutex stays unrecoverable: every
+            // later user gets the same clear error instead of a hang.
+            pthread_mutex_unlock(&seg_->mutex);
+            throw;
+        }
         pthread_mutex_consistent(&seg_->mutex);
     } else if (rc == ENOTRECOVERABLE) {
         throw CorruptSegment("the lock of queue '" + name_ + "' is unrecoverable");
@@ -544,6 +667,14 @@ void ShmQueue::rollback_locked() {
     Journal& j = seg_->journal;
     if (j.active.load()) {
         Counters& c = seg_->c;
+        const Counters& saved = j.saved;
+        const uint64_t cap = seg_->capacity;
+        // The journal lives in shared memory too: replay only a consistent one.
+        if (!(saved.head <= saved.read && saved.read <= saved.tail && saved.tail - saved.head <= cap &&
+              saved.head % kRecordHeader == 0 && saved.read % kRecordHeader == 0 &&
+              saved.tail % kRecordHeader == 0 && saved.items <= cap / kRecordHeader))
+            throw CorruptSegment("queue '" + name_ + "' has a corrupt undo journal; remove it with `python -m "
+                                 "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`");
         const uint64_t advanced_head = c.head;
         c = j.saved;
         // Never move head back: the space the section freed may already hold the headers
@@ -556,7 +687,6 @@ void ShmQueue::rollback_locked() {
         }
         // Past the restored read pointer a record can only be reserved, committed or
         // padding: undo any claim or abandonment the dead section made there.
-        const uint64_t cap = seg_->capacity;
         for (uint64_t off = c.read; off < c.tail;) {
             auto* r = reinterpret_cast<RecordHeader*>(ring_ + off % cap);
             uint32_t st = r->state.load();

@@ -1,0 +1,475 @@
+"""Attaching to corrupted segments: random and structured mutations of real segment files.
+
+Each case is a real queue's segment file with mutations applied (bit flips, byte and word
+writes on the header's fields and on record headers, scrambled regions, truncation,
+extension), written as a new /dev/shm/sage_queue.<name>. A worker interpreter attaches to
+each and runs a round of calls on it. Every call must either work or raise a Python
+exception; the worker dying of a signal, or any case taking longer than CASE_TIMEOUT,
+fails the test. Cases run in batches, one worker per batch, which reports each case as
+one JSON line, so a crash or hang names the case that caused it.
+
+Header offsets: struct Segment in sage_ext/sage_queue/src/shm_queue.cpp (x86-64 /
+aarch64 glibc); check_layout() verifies them against info() so a layout change fails
+loudly instead of fuzzing the wrong bytes.
+"""
+
+import json
+import os
+import random
+import select
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from conftest import requires_native, segment_file
+
+pytestmark = [requires_native, pytest.mark.timeout(600)]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CASE_TIMEOUT = 10.0  # a corrupt segment must be refused within seconds (never-initialised: 2 s)
+
+# struct Segment: name -> (offset, width)
+FIELDS = {
+    "magic": (0, 8), "version": (8, 4), "header_bytes": (12, 4), "capacity": (16, 8),
+    "maxsize": (24, 8), "ring_offset": (32, 8), "total_bytes": (40, 8), "persistent": (48, 4),
+    "creator_pid": (52, 4), "ready": (56, 4), "closed": (60, 4), "unlinked": (64, 4),
+    "mutex.lock": (128, 4), "mutex.count": (132, 4), "mutex.owner": (136, 4), "mutex.nusers": (140, 4),
+    "mutex.kind": (144, 4), "mutex.spins": (148, 4), "mutex.list_prev": (152, 8), "mutex.list_next": (160, 8),
+    "head": (168, 8), "read": (176, 8), "tail": (184, 8), "items": (192, 8), "unfinished": (200, 8),
+    "stats.puts": (208, 8), "stats.gets": (216, 8),
+    "journal.active": (272, 4), "journal.slot_index": (276, 4), "journal.head": (280, 8),
+    "journal.read": (288, 8), "journal.tail": (296, 8), "journal.items": (304, 8),
+    "journal.unfinished": (312, 8), "journal.slot_pid": (384, 4), "journal.slot_outstanding": (392, 8),
+    "not_empty_seq": (448, 4), "not_empty_sleepers": (452, 4), "not_full_seq": (512, 4),
+    "not_full_sleepers": (516, 4), "join_seq": (576, 4), "join_sleepers": (580, 4),
+    "slot0.pid": (640, 4), "slot0.outstanding": (648, 8), "slot1.pid": (656, 4), "slot255.pid": (640 + 255 * 16, 4),
+}
+SLOTS_END = 640 + 256 * 16
+# struct RecordHeader: state u32, tag u8, unused u8, nparts u16, pid i32, claimer i32, len u64, stamp u64
+RECORD_FIELDS = {"state": (0, 4), "tag": (4, 1), "nparts": (6, 2), "pid": (8, 4), "claimer": (12, 4),
+                 "len": (16, 8), "stamp": (24, 8)}
+REGIONS = {  # name: (start, end) in the header
+    "mutex": (128, 168), "counters": (168, 272), "journal": (272, 400), "wait_words": (448, 640),
+    "slots": (640, SLOTS_END), "all_after_validated_fields": (68, SLOTS_END),
+}
+
+WORKER = textwrap.dedent(
+    """
+    import json, queue, sys
+    from sage_ext.sage_queue.python.sage_queue import SageQueue, QueueClosed
+
+    EXPECTED = (OSError, ValueError, queue.Empty, queue.Full, QueueClosed)
+    # A get unpickles a record's payload, and corrupt pickle bytes raise whatever pickle raises.
+    DECODING = {"get", "get_many", "drain"}
+
+    def calls(q):
+        yield "qsize", q.qsize
+        yield "stats", q.stats
+        yield "get_many", lambda: q.get_many(8, block=False)
+        yield "put", lambda: q.put_nowait(b"probe")
+        yield "put_many", lambda: q.put_many([b"a" * 100, bytearray(3000), "text"], block=False)
+        yield "get", q.get_nowait
+        yield "task_done", q.task_done
+        yield "join", lambda: q.join(timeout=0)
+        yield "second_handle", lambda: SageQueue.open(q.name).detach()
+        yield "close", q.close
+        yield "drain", lambda: q.get_many(64, block=False)
+
+    def classify(e, what):
+        if isinstance(e, EXPECTED):
+            return type(e).__name__
+        if what in DECODING:
+            return "unpickling " + type(e).__name__
+        return "UNEXPECTED " + type(e).__name__ + ": " + str(e)[:300]
+
+    def outcome(what, call):
+        try:
+            call()
+            return "ok"
+        except Exception as e:
+            messages.setdefault(type(e).__name__, str(e)[:300])
+            return classify(e, what)
+
+    for i, name in enumerate(sys.argv[1:]):
+        result, messages = {}, {}
+        try:
+            q = SageQueue.open(name)
+        except Exception as e:
+            messages[type(e).__name__] = str(e)[:300]
+            result["open"] = classify(e, "open")
+        else:
+            result["open"] = "ok"
+            for what, call in calls(q):
+                result[what] = outcome(what, call)
+            result["detach"] = outcome("detach", q.detach)
+        print(json.dumps([i, result, messages]), flush=True)
+    """
+)
+
+
+def sq():
+    from sage_ext.sage_queue.python import sage_queue
+
+    return sage_queue
+
+
+# -- real segments to mutate -------------------------------------------------------------------
+
+_templates = {}
+
+
+def templates():
+    """Bytes of real segments: an idle persistent one that wrapped many times, and one
+    copied while attached (live slot, maxsize set). Each with the offsets of its records."""
+    if _templates:
+        return _templates
+    q = sq().SageQueue(f"afz-t-{uuid.uuid4().hex[:12]}", capacity_bytes=16384, persistent=True)
+    try:
+        for i in range(300):
+            q.put(b"%d" % i * (i % 40 + 1))
+            q.get()
+        q.put_many([b"x" * 100, bytearray(b"y" * 5000), "a str", b""])
+        q.put(b"z" * 7000)  # wraps: a padding record, then this one
+        q.get()
+        wrapped_info = q.info()
+        check_layout(q)
+    finally:
+        q.detach()
+    with open(segment_file(q.name), "rb") as f:
+        wrapped = bytearray(f.read())
+    os.unlink(segment_file(q.name))
+
+    q = sq().SageQueue(f"afz-t-{uuid.uuid4().hex[:12]}", capacity_bytes=4096, maxsize=8)
+    try:
+        q.put_many([b"first", "second", bytearray(b"third")])
+        q.get()
+        attached_info = q.info()
+        with open(segment_file(q.name), "rb") as f:
+            attached = bytearray(f.read())
+    finally:
+        q.destroy()
+    # The last journaled section was the get's claim, in our slot (the first): check the
+    # journal's and the slot table's offsets with it.
+    found = tuple(struct.unpack_from("<i", attached, FIELDS[f][0])[0]
+                  for f in ("slot0.pid", "journal.active", "journal.slot_index", "journal.slot_pid"))
+    found += (u64(attached, FIELDS["journal.tail"][0]),)
+    assert found == (os.getpid(), 0, 0, os.getpid(), attached_info["tail"]), (
+        f"segment layout changed ({found}): update FIELDS")
+    for key, data, info in (("wrapped", wrapped, wrapped_info), ("attached", attached, attached_info)):
+        _templates[key] = (data, record_offsets(data, info))
+    return _templates
+
+
+def u64(data, off):
+    return struct.unpack_from("<Q", data, off)[0]
+
+
+def check_layout(q):
+    with open(segment_file(q.name), "rb") as f:
+        data = f.read()
+    info = q.info()
+    found = tuple(u64(data, FIELDS[k][0]) for k in ("capacity", "head", "read", "tail", "items"))
+    want = (info["capacity_bytes"], info["head"], info["read"], info["tail"], info["items"])
+    assert data[:8] == b"SGQUEUE1" and found == want, "segment layout changed: update FIELDS"
+
+
+def record_offsets(data, info):
+    """File offsets of the records between head and tail (padding included)."""
+    ring, cap = u64(data, FIELDS["ring_offset"][0]), info["capacity_bytes"]
+    offsets, off = [], info["head"]
+    while off < info["tail"]:
+        at = ring + off % cap
+        offsets.append(at)
+        off += (32 + u64(data, at + 16) + 31) // 32 * 32
+    assert offsets, "the template has no records"
+    return offsets
+
+
+# -- mutations ---------------------------------------------------------------------------------
+
+def width_values(width):
+    top = (1 << (8 * width)) - 1
+    return st.one_of(
+        st.sampled_from([v & top for v in (0, 1, 2, 3, 4, 5, 6, 7, 31, 32, 4064, 4096, 16352, 16384, 16416,
+                                           1 << 31, 0x40000000, 0x80000000, (1 << 63), top, top - 31)]),
+        st.integers(0, top),
+    )
+
+
+def offset_in(lo, hi):
+    """Uniform-ish over [lo, hi): hypothesis favours small integers, which would pile on lo."""
+    return st.integers(0, 2**32).map(lambda x: lo + (x * 0x9E3779B1 + 0x7F4A7C15) % (hi - lo))
+
+
+# Flips and byte writes spare the validated fields (magic, version, sizes: offsets below 64),
+# which the single-flip test covers exhaustively. Offsets past the file's end wrap.
+content_mutation = st.one_of(
+    st.tuples(st.just("flip"), st.one_of(offset_in(64, 640), offset_in(64, 1 << 20)), st.integers(0, 7)),
+    st.tuples(st.just("byte"), offset_in(64, 1 << 20), st.integers(0, 255)),
+    st.sampled_from(sorted(FIELDS)).flatmap(
+        lambda f: st.tuples(st.just("field"), st.just(f), width_values(FIELDS[f][1]))),
+    st.tuples(st.just("record"), st.integers(0, 7), st.sampled_from(sorted(RECORD_FIELDS))).flatmap(
+        lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.just(t[2]), width_values(RECORD_FIELDS[t[2]][1]))),
+    st.tuples(st.just("scramble"), st.sampled_from(sorted(REGIONS)), st.integers(0, 2**32)),
+    st.tuples(st.just("ring_bytes"), st.integers(0, 1 << 16), st.binary(min_size=1, max_size=64)),
+)
+size_mutation = st.one_of(st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
+                          st.tuples(st.just("extend"), st.integers(1, 3 * 4096)))
+# Most cases keep the file's size, so that attach gets past its size checks into the calls.
+case = st.tuples(
+    st.sampled_from(["wrapped", "attached"]),
+    st.tuples(st.lists(content_mutation, min_size=1, max_size=4),
+              st.one_of(st.just([]), st.just([]), st.just([]), st.lists(size_mutation, min_size=1, max_size=1)))
+    .map(lambda t: t[0] + t[1]),
+)
+
+
+def apply(template, mutations):
+    data, records = templates()[template]
+    data = bytearray(data)
+    ring = u64(data, FIELDS["ring_offset"][0])
+
+    def write(at, blob):  # overwrite in place, never grow the file
+        if at < len(data):
+            data[at:at + len(blob)] = blob[:len(data) - at]
+
+    for m in mutations:
+        kind = m[0]
+        if not data and kind != "extend":
+            continue
+        if kind == "flip":
+            data[m[1] % len(data)] ^= 1 << m[2]
+        elif kind == "byte":
+            data[m[1] % len(data)] = m[2]
+        elif kind == "field":
+            off, width = FIELDS[m[1]]
+            write(off, m[2].to_bytes(width, "little"))
+        elif kind == "record":
+            off, width = RECORD_FIELDS[m[2]]
+            write(records[m[1] % len(records)] + off, m[3].to_bytes(width, "little"))
+        elif kind == "scramble":
+            start, end = REGIONS[m[1]]
+            write(start, random.Random(m[2]).randbytes(end - start))
+        elif kind == "ring_bytes":
+            write(ring + m[1] % (len(data) - ring) if len(data) > ring else m[1] % len(data), m[2])
+        elif kind == "truncate":
+            del data[m[1] % len(data):]
+        elif kind == "extend":
+            data += bytes(m[1])
+    return bytes(data)
+
+
+# -- running a batch in a worker ---------------------------------------------------------------
+
+def run_batch(cases):
+    """cases: [(description, file bytes)]. Returns each case's outcomes; fails on a crash or hang."""
+    names = [f"afz-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(cases))]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    results = []
+    try:
+        for name, (_, data) in zip(names, cases):
+            with open(segment_file(name), "wb") as f:
+                f.write(data)
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([sys.executable, "-c", WORKER, *names], stdout=subprocess.PIPE,
+                                    stderr=err, env=env)
+            try:
+                buf = b""
+                deadline = time.monotonic() + CASE_TIMEOUT + 5  # the first case includes start-up
+                while len(results) < len(cases):
+                    left = deadline - time.monotonic()
+                    ready = select.select([proc.stdout], [], [], max(left, 0))[0]
+                    if not ready:
+                        i = len(results)
+                        pytest.fail(f"case {i} hung (no answer in {CASE_TIMEOUT} s): {cases[i][0]}")
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        proc.wait(10)
+                        err.seek(0)
+                        i = len(results)
+                        pytest.fail(f"case {i} crashed the worker (exit {proc.returncode}): {cases[i][0]}\n"
+                                    f"{err.read().decode(errors='replace')[-3000:]}")
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        i, outcome, messages = json.loads(line)
+                        assert i == len(results)
+                        results.append(dict(outcome, messages=messages))
+                        deadline = time.monotonic() + CASE_TIMEOUT
+                assert proc.wait(30) == 0, f"worker exited with {proc.returncode} after the last case"
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        for name in names:
+            try:
+                os.unlink(segment_file(name))
+            except FileNotFoundError:
+                pass
+    unexpected = [(cases[i][0], what, o) for i, r in enumerate(results) for what, o in r.items()
+                  if what != "messages" and o.startswith("UNEXPECTED")]
+    assert not unexpected, f"calls raised exceptions outside the queue's contract: {unexpected[:5]}"
+    return results
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+BATCH = 40
+
+
+# No shrinking: the failure message names the exact case, and each re-run of a hang costs seconds.
+@settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(case, min_size=BATCH, max_size=BATCH))
+def test_randomly_mutated_segments_are_refused_or_used_never_crash_or_hang(batch):
+    run_batch([(f"{template} {mutations}", apply(template, mutations)) for template, mutations in batch])
+
+
+HEADER_FIELDS_END = 640  # everything before the slot table: ids, sizes, mutex, counters, journal, wait words
+
+
+@pytest.mark.parametrize("template", ["wrapped", "attached"])
+def test_every_single_bit_flip_in_the_header_fields_is_refused_or_used_never_crash_or_hang(template):
+    ready = FIELDS["ready"][0]
+    cases = [(f"{template}: flip bit {bit} of byte {off}", apply(template, [("flip", off, bit)]))
+             for off in range(HEADER_FIELDS_END) for bit in range(8)
+             if not ready <= off < ready + 4]  # a not-ready segment is waited for, 2 s each: one case below
+    cases.append((f"{template}: ready flag cleared", apply(template, [("field", "ready", 0)])))
+    results = run_batch(cases)
+    # A flipped magic, version, size or mutex type is always refused at attach.
+    validated = [FIELDS[f] for f in ("magic", "version", "header_bytes", "capacity", "ring_offset", "total_bytes",
+                                     "mutex.kind")]
+    refused = 0
+    for (what, _), r in zip(cases, results):
+        off = int(what.rpartition(" ")[2]) if "of byte" in what else -1
+        if any(start <= off < start + width for start, width in validated):
+            assert r["open"] == "SegmentCorruptError", f"{what}: attach did not refuse it: {r}"
+            refused += 1
+    assert refused == 8 * sum(width for _, width in validated)
+
+
+# -- the lock word and the journal -------------------------------------------------------------
+# A lock holder is a live thread with the segment mapped. A lock word that names anything else
+# is refused within about one 200 ms wait slice; one that names a live holder is waited for.
+
+OWNER_DIED, WAITERS = 0x40000000, 0x80000000
+
+
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    assert not os.path.exists(f"/proc/{p.pid}")
+    return p.pid
+
+
+def with_lock_word(word):
+    data = bytearray(templates()["wrapped"][0])
+    struct.pack_into("<I", data, FIELDS["mutex.lock"][0], word)
+    return bytes(data)
+
+
+def test_a_lock_word_naming_no_live_holder_is_refused_as_corrupt_quickly():
+    bystander = subprocess.Popen(["sleep", "60"])  # alive, but has no queue mapped
+    try:
+        cases = [
+            ("a thread that exited", with_lock_word(dead_pid())),
+            ("no thread, waiters flag only", with_lock_word(WAITERS)),
+            ("a live process without the queue mapped", with_lock_word(bystander.pid)),
+        ]
+        t0 = time.monotonic()
+        results = run_batch(cases)
+        elapsed = time.monotonic() - t0
+    finally:
+        bystander.kill()
+        bystander.wait()
+    for (what, _), r in zip(cases, results):
+        msg = r["messages"].get("SegmentCorruptError", "")
+        assert r["open"] == "SegmentCorruptError", f"lock word naming {what}: {r}"
+        assert "lock of queue" in msg and "corrupt" in msg and "cleanup --force" in msg, msg
+    assert "does not exist" in results[0]["messages"]["SegmentCorruptError"]
+    assert "does not have the queue mapped" in results[2]["messages"]["SegmentCorruptError"]
+    assert elapsed < 5, f"took {elapsed:.1f} s to refuse three bad lock words"
+
+
+def test_a_lock_word_naming_pid_1_is_refused_not_waited_for_forever():
+    # pid 1 is alive; whether its mappings can be read depends on the machine. Either way,
+    # it does not hold the lock, so attach gives up within seconds.
+    t0 = time.monotonic()
+    r = run_batch([("pid 1", with_lock_word(1))])[0]
+    assert r["open"] == "SegmentCorruptError" and "lock of queue" in r["messages"]["SegmentCorruptError"], r
+    assert time.monotonic() - t0 < CASE_TIMEOUT
+
+
+HOLDER = textwrap.dedent(
+    """
+    import mmap, struct, sys, time
+    with open(sys.argv[1], "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 0)
+    struct.pack_into("<I", mm, 128, __import__("os").getpid())  # "holds" the lock
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    struct.pack_into("<I", mm, 128, 0)
+    print("released", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_live_holder_with_the_queue_mapped_is_waited_for_not_called_corrupt():
+    q = sq().SageQueue(f"afz-{uuid.uuid4().hex[:12]}", capacity_bytes=4096)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, segment_file(q.name), "0.7"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        t0 = time.monotonic()
+        q.put(b"after the holder let go", timeout=5)  # waits in lock(), then goes on
+        waited = time.monotonic() - t0
+        assert holder.stdout.readline().strip() == "released"
+        assert q.get(timeout=1) == b"after the holder let go"
+        assert 0.5 < waited < 3, f"put returned after {waited:.2f} s: it did not wait for the holder"
+    finally:
+        holder.communicate("", timeout=10)
+        q.destroy()
+
+
+def with_journal(template, **fields):
+    """A segment whose lock holder died (OWNER_DIED) inside a section with this journal."""
+    data = bytearray(templates()[template][0])
+    struct.pack_into("<I", data, FIELDS["mutex.lock"][0], OWNER_DIED)
+    struct.pack_into("<I", data, FIELDS["journal.active"][0], 1)
+    for field, value in fields.items():
+        off, width = FIELDS["journal." + field]
+        data[off:off + width] = value.to_bytes(width, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("template", ["wrapped", "attached"])
+def test_a_dead_lock_holders_corrupt_journal_is_refused_not_replayed_forever(template):
+    # Recovery restores the journal's saved counters, then walks the records from the saved
+    # read to the saved tail: it must check them first, as attach checks the live ones.
+    data = templates()[template][0]
+    head = u64(data, FIELDS["head"][0])
+    # An intact journal matches the ring: a holder that died inside a section saved the
+    # counters at its start, and nothing outside the lock has moved past them since.
+    live = {f: u64(data, FIELDS[f][0]) for f in ("head", "read", "tail", "items")}
+    cases = [
+        ("an intact journal", with_journal(template, **live)),
+        ("saved slot index out of range", with_journal(template, slot_index=1 << 30, **live)),
+        ("saved read past saved tail", with_journal(template, read=head + 4096, tail=head)),
+        ("saved tail - head larger than the ring", with_journal(template, head=head, read=head, tail=head + 65536)),
+        ("saved tail far beyond the ring", with_journal(template, read=head, tail=head + (1 << 62))),
+    ]
+    results = run_batch(cases)
+    for (what, _), r in zip(cases[:2], results[:2]):
+        assert r["open"] == "ok" and r["put"] == "ok" and r["get"] == "ok", f"{what}: not recovered: {r}"
+    for (what, _), r in zip(cases[2:], results[2:]):
+        assert r["open"] == "SegmentCorruptError", f"{what}: the corrupt counters were not refused: {r}"
