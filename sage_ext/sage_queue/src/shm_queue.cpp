@@ -679,8 +679,9 @@ void ShmQueue::rollback_locked() {
         c = j.saved;
         // Never move head back: the space the section freed may already hold the headers
         // of its own new reservation. Advancing head only passes consumed records, so the
-        // advance stands (unless it was the empty-ring restart, past the restored read).
-        if (advanced_head > c.head && advanced_head <= c.read) c.head = advanced_head;
+        // advance stands; an empty-ring restart (past the restored read) proves every record
+        // before read was consumed, so head goes to read.
+        if (advanced_head > c.head) c.head = std::min(advanced_head, c.read);
         if (j.slot_index >= 0 && j.slot_index < kMaxSlots) {
             seg_->slots[j.slot_index].pid.store(j.saved_slot.pid);
             seg_->slots[j.slot_index].outstanding = j.saved_slot.outstanding;
