@@ -7,7 +7,9 @@ SIGSTOPping it until it is caught holding the queue's lock (the robust mutex's o
 word is its tid), and forks a replacement of the same role; producers' sequence numbers
 go on where the dead one left off. Then it waits for recovery: the first operation that
 started after the kill and completed (an item or Empty for a consumer, a put that
-returned for a producer) in any live worker.
+returned for a producer) in a survivor, or in the replacement counted from its first
+instruction (with one of each role, a producer facing a full ring can only wait for the
+new consumer; fork and scheduling delays are not the queue's).
 
 Workers report through shared memory (RawArray), never through a queue, so what the
 harness reads is exactly what a worker had finished when it died:
@@ -51,12 +53,12 @@ from multiprocessing.sharedctypes import RawArray
 if __name__ == "__main__":  # run as a script from anywhere: the repo root holds sage_ext
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from sage_ext.sage_queue.python.sage_queue import QueueClosed, SageQueue  # noqa: E402
+from sage_ext.sage_queue.python.sage_queue import QueueClosed, SageQueue
 
-__all__ = ["Config", "Kill", "Result", "run", "main", "make_item", "check_item"]
+__all__ = ["Config", "Kill", "Result", "check_item", "main", "make_item", "run"]
 
 # struct Segment (shm_queue.cpp), checked against info() before every run.
-OFF_MAGIC, OFF_MUTEX, OFF_HEAD, OFF_READ, OFF_TAIL = 0, 128, 168, 176, 184
+OFF_MUTEX, OFF_HEAD, OFF_READ, OFF_TAIL = 128, 168, 176, 184
 MAGIC = b"SGQUEUE1"
 _U32 = struct.Struct("<I")
 FUTEX_TID_MASK = 0x3FFFFFFF
@@ -89,7 +91,6 @@ class Config:
     recovery_limit: float = 0.1  #: "survivors make progress within 100 ms"
     stall_limit: float = 2.0  #: give up waiting for recovery after this long (a violation)
     join_timeout: float = 10.0
-    reap_dead_slots: bool = False  #: after each kill, open+detach a handle (reaps dead slots)
     name: str | None = None
 
 
@@ -100,8 +101,9 @@ class Kill:
     phase: str  #: what it was doing (PHASES)
     targeted: bool  #: the killer tried to catch it holding the lock
     in_lock: bool  #: caught holding the lock by SIGSTOP, killed while stopped
-    recovery: float  #: seconds until a live worker completed an operation begun after the kill
+    recovery: float  #: seconds until a worker completed an operation begun after the kill
     by_replacement: bool  #: that worker was the victim's replacement, not a survivor
+    recovered_by: str = ""  #: that worker's role and what it completed
     taking: int = 0  #: consumer: items it asked for and had not recorded (its loss budget)
     lo: tuple = ()  #: consumer: per producer, highest seq recorded anywhere before its get
     hi: tuple = ()  #: per producer, last seq in flight when it died
@@ -145,26 +147,27 @@ class Result:
         lossy = [k for k in self.kills if k.lost]
         s = self.stats
         c = self.config
+        join = ("returned True" if self.join_returned else
+                "timed out (False)" if self.join_returned is False else "not reached")
         lines = [
-            f"crash harness: {len(self.kills)} kills, {c.producers} producers / {c.consumers} consumers, "
-            f"seed {self.seed}, {self.elapsed:.1f} s",
+            (f"crash harness: {len(self.kills)} kills, {c.producers} producers / {c.consumers} consumers, "
+             f"seed {self.seed}, {self.elapsed:.1f} s"),
             "  killed in: " + ", ".join(f"{p} {by_phase.get(p, 0)}" for p in PHASES),
-            f"  kills inside the lock: {caught} caught there by SIGSTOP "
-            f"(of {sum(k.targeted for k in self.kills)} targeted); "
-            f"lock_recoveries {s.get('lock_recoveries')}",
-            f"  items: put returned {self.put_returned}, delivered {self.delivered}, lost {self.lost} "
-            f"(in {len(lossy)} consumer kills, at most {max((k.lost for k in lossy), default=0)} in one), "
-            f"duplicated {self.duplicated}, garbled {self.garbled}, unattributed loss {len(self.unattributed)}, "
-            f"phantom {self.phantom}",
-            f"  records: abandoned {s.get('abandoned_records')} (dead producers mid-put), reclaimed "
-            f"{s.get('reclaimed_records')} (dead consumers mid-get), written_off_tasks {s.get('written_off_tasks')}",
-            f"  recovery: worst {rec[-1] * 1e3:.1f} ms, median {statistics.median(rec) * 1e3:.1f} ms, "
-            f"95th {rec[int(0.95 * (len(rec) - 1))] * 1e3:.1f} ms, >= {c.recovery_limit * 1e3:.0f} ms: {over}; "
-            f"first progress by the victim's replacement in {sum(k.by_replacement for k in self.kills)}",
-            f"  join(timeout={c.join_timeout:g}): "
-            + ("returned True" if self.join_returned else "timed out (False)" if self.join_returned is False
-               else "not reached")
-            + f" after {self.join_seconds * 1e3:.0f} ms; unfinished_tasks {s.get('unfinished_tasks')}",
+            (f"  kills inside the lock: {caught} caught there by SIGSTOP "
+             f"(of {sum(k.targeted for k in self.kills)} targeted); lock_recoveries {s.get('lock_recoveries')}"),
+            (f"  items: put returned {self.put_returned}, delivered {self.delivered}, lost {self.lost} "
+             f"(in {len(lossy)} consumer kills, at most {max((k.lost for k in lossy), default=0)} in one), "
+             f"duplicated {self.duplicated}, garbled {self.garbled}, "
+             f"unattributed loss {len(self.unattributed)}, phantom {self.phantom}"),
+            (f"  records: abandoned {s.get('abandoned_records')} (dead producers mid-put), "
+             f"reclaimed {s.get('reclaimed_records')} (dead consumers mid-get), "
+             f"written_off_tasks {s.get('written_off_tasks')}"),
+            (f"  recovery: worst {rec[-1] * 1e3:.1f} ms, median {statistics.median(rec) * 1e3:.1f} ms, "
+             f"95th {rec[int(0.95 * (len(rec) - 1))] * 1e3:.1f} ms, "
+             f">= {c.recovery_limit * 1e3:.0f} ms: {over}; first progress by the victim's replacement "
+             f"in {sum(k.by_replacement for k in self.kills)}"),
+            (f"  join(timeout={c.join_timeout:g}): {join} after {self.join_seconds * 1e3:.0f} ms; "
+             f"unfinished_tasks {s.get('unfinished_tasks')}"),
             f"  workers without a slot in the queue's table: {self.slotless_workers}",
             "  result: " + ("OK" if not self.violations else "FAIL: " + "; ".join(self.violations)),
         ]
@@ -256,6 +259,7 @@ class _Shared:
         self.phase = q(W)
         self.ack_epoch = q(W)  # last kill after which the worker began and completed an operation
         self.ack_time = RawArray("d", W)
+        self.started = RawArray("d", W)  # when the current process of each role began
         self.slotless = q(W)
         self.errors = q(1)
         self.errmsg = RawArray("c", 2048)
@@ -290,8 +294,7 @@ def _produce(q, sh, cfg, p, role, rng):
             items.append(make_item(p, s, size, rng))
             total += size
         last = seq + len(items) - 1
-        if last > sh.put_hi[p]:
-            sh.put_hi[p] = last
+        sh.put_hi[p] = max(sh.put_hi[p], last)
         timeout = rng.choice(PUT_TIMEOUTS)
         epoch = sh.epoch[0]
         sh.phase[role] = PUT_MANY if many else PUT
@@ -332,7 +335,7 @@ def _consume(q, sh, cfg, c, role, rng):
         except QueueClosed:
             sh.taking[c] = 0
             return
-        except Exception as e:  # an item that does not unpickle is a garbled one
+        except Exception as e:  # noqa: BLE001 - an item that does not unpickle is a garbled one
             sh.garbled[c] += 1
             _record_error(sh, f"consumer {c}: get raised {type(e).__name__}: {e}")
             sh.taking[c] = 0
@@ -346,8 +349,7 @@ def _consume(q, sh, cfg, c, role, rng):
             p, s = ident
             i = p * N + s
             counts[i] = min(counts[i] + 1, 255)
-            if s > maxseen[c * P + p]:
-                maxseen[c * P + p] = s
+            maxseen[c * P + p] = max(maxseen[c * P + p], s)
         sh.taking[c] = 0
         _ack(sh, role, epoch)
         sh.phase[role] = TASK_DONE
@@ -359,6 +361,7 @@ def _consume(q, sh, cfg, c, role, rng):
 def _worker(q, sh, cfg, role, seed):
     code = 0
     try:
+        sh.started[role] = time.monotonic()
         sh.phase[role] = START
         rng = random.Random(seed)
         if os.getpid() not in {pid for pid, _ in q.info()["attached"]}:
@@ -446,7 +449,7 @@ def _pause(seconds):
 
 def _exited(pid):
     try:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return True
     return done != 0
@@ -521,11 +524,10 @@ def run(cfg: Config, log=None) -> Result:
                 kill.lo = tuple(sh.take_lo[c * P + p] for p in range(P))
                 sh.taking[c] = 0
             pids[role] = _spawn(q, sh, cfg, role, rng.randrange(1 << 63))
-            if cfg.reap_dead_slots:
-                SageQueue.open(name).detach()  # opening reaps the slots of dead processes
             first = None
             while first is None and time.monotonic() - t_kill < cfg.stall_limit:
-                done = [(sh.ack_time[w], w) for w in range(W) if sh.ack_epoch[w] >= epoch]
+                done = [(sh.ack_time[w] - (max(t_kill, sh.started[w]) if w == role else t_kill), w)
+                        for w in range(W) if sh.ack_epoch[w] >= epoch]
                 if done:
                     first = min(done)
                 else:
@@ -535,8 +537,9 @@ def run(cfg: Config, log=None) -> Result:
                 violations.append(f"no worker made progress within {cfg.stall_limit:g} s after kill {trial} "
                                   f"({kill.role} in {kill.phase})")
             else:
-                kill.recovery = max(0.0, first[0] - t_kill)
+                kill.recovery = max(0.0, first[0])
                 kill.by_replacement = first[1] == role
+                kill.recovered_by = _role_name(cfg, first[1]) + (" (the replacement)" if first[1] == role else "")
             kills.append(kill)
             if log and (trial + 1) % 100 == 0:
                 rec = sorted(k.recovery for k in kills[-100:])
@@ -706,7 +709,8 @@ def _analyse(cfg, sh, seed, name, elapsed, kills, stats, join_returned, join_sec
         violations.append(f"{garbled} garbled items delivered")
     if unattributed:
         violations.append(f"{len(unattributed)} items whose put returned were never delivered and no dying "
-                          f"consumer accounts for them: " + "; ".join(_explain(item, takers) for item in unattributed[:3]))
+                          "consumer accounts for them: "
+                          + "; ".join(_explain(item, takers) for item in unattributed[:3]))
     if phantom:
         violations.append(f"{phantom} delivered items were never put")
     if sh.errors[0]:
@@ -735,16 +739,14 @@ def main(argv=None) -> int:
     ap.add_argument("--medium-fraction", type=float, default=Config.medium_fraction)
     ap.add_argument("--lock-fraction", type=float, default=Config.lock_fraction)
     ap.add_argument("--kill-gap", type=float, default=Config.kill_gap, help="max pause between kills, seconds")
-    ap.add_argument("--max-seq", type=int, default=1 << 22)
-    ap.add_argument("--reap-dead-slots", action="store_true",
-                    help="after each kill, open and detach a handle (reaps dead slots): a workaround")
+    ap.add_argument("--max-seq", type=int, help="seqs per producer (default: 8000 per kill, at least 2**20)")
     ap.add_argument("--json", metavar="PATH", help="write the figures and every kill there")
     a = ap.parse_args(argv)
     cfg = Config(kills=a.kills, producers=a.producers, consumers=a.consumers, seed=a.seed,
                  capacity_bytes=a.capacity_bytes, maxsize=a.maxsize, max_item_bytes=a.max_item_bytes,
                  large_fraction=a.large_fraction, medium_fraction=a.medium_fraction,
-                 lock_fraction=a.lock_fraction, kill_gap=a.kill_gap, max_seq=a.max_seq,
-                 reap_dead_slots=a.reap_dead_slots)
+                 lock_fraction=a.lock_fraction, kill_gap=a.kill_gap,
+                 max_seq=a.max_seq or max(1 << 20, 8000 * a.kills))
     result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(result.summary(), flush=True)
     if a.json:
