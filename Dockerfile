@@ -25,16 +25,17 @@ RUN ray_req=$(sed -n 's/^ray = \["\([^"]*\)"\]$/\1/p' /src/pyproject.toml) \
  && /opt/venv/bin/pip install "${ray_req:-ray}"
 
 ARG PROFILE=minimal
+# full: a C++ compiler, make and CMake, plus the Python headers where the base lacks them
+# (Debian's own python3 keeps them in python3-dev; official images ship them).
 RUN case "$PROFILE" in \
         minimal|full) ;; \
         *) echo "PROFILE must be minimal or full, not '$PROFILE'" >&2; exit 2 ;; \
     esac \
  && if [ "$PROFILE" = full ]; then \
-        # Debian's own python3 keeps its headers in python3-dev; official images ship them.
-        headers=$(python3 -c 'import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))') \
+        include=$(python3 -c 'import sysconfig; print(sysconfig.get_path("include"))') \
         && apt-get update \
         && apt-get install -y --no-install-recommends g++ make cmake \
-            $([ "$headers" = True ] || echo python3-dev) \
+            $([ -f "$include/Python.h" ] || echo python3-dev) \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 COPY setup.py README.md /src/

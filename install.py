@@ -432,8 +432,8 @@ def _native_round_trip(SageQueue) -> None:
 
 def _self_check_native() -> dict:
     try:
-        from sage_ext.sage_queue.python.sage_queue import SageQueue
         from sage.utils import create_queue
+        from sage_ext.sage_queue.python.sage_queue import SageQueue
 
         create_queue("sage_queue").destroy()  # the queue layer reaches it too
     except ImportError as exc:
@@ -680,7 +680,7 @@ def check_installed(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (install.py runs on any python3 to say so)
         print(f"install.py needs Python 3.10 or newer, not {platform.python_version()}", file=sys.stderr)
         return EXIT_PREREQUISITE
     args = parse_args(argv)

@@ -43,8 +43,8 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -134,7 +134,7 @@ def consume_polling(q, items: int, batch: int, got: list) -> int:
             else:
                 empty_polls += 1
                 if time.monotonic() > deadline:
-                    raise queue.Empty(f"nothing arrived for {CALL_TIMEOUT_S:g} s")
+                    raise queue.Empty(f"nothing arrived for {CALL_TIMEOUT_S:g} s") from None
                 time.sleep(POLL_SLEEP_S)
                 continue
         deadline = time.monotonic() + CALL_TIMEOUT_S

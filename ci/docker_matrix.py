@@ -41,7 +41,7 @@ BACKEND = {"minimal": "ray_queue", "full": "sage_queue"}
 # the README advises for sage_queue, and at the default, which `docker run --rm IMAGE` gets.
 TEST_SHM = {"minimal": (None,), "full": ("512m", None)}
 DETAIL_WIDTH = 72
-TIMEOUT = {"check": 300, "tests": 1800}  # seconds a container may run
+TIMEOUT = {"check": 300, "tests": 900}  # seconds a container may run (the suite takes ~1 min)
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 # In the full runtime image with --shm-size=1m: an 8 MiB queue cannot fit.
@@ -103,7 +103,7 @@ class Engine:
             client = self.docker.from_env(timeout=timeout)
             client.ping()
             return client
-        except Exception:  # no socket, refused, or not answering: treated alike
+        except (self.docker.errors.DockerException, OSError):  # no socket, refused, silent
             return None
 
     def _start(self, log_path: Path):
@@ -116,10 +116,9 @@ class Engine:
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
                                env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         say(f"no engine answers: starting dockerd (log {log_path})")
-        log = open(log_path, "ab")
-        self.process = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        with open(log_path, "ab") as log:  # dockerd keeps its own copy of the descriptor
+            self.process = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -165,8 +164,8 @@ def choose_base_image(engine: Engine, wanted: str | None, log_dir: Path) -> str:
         say(f"cannot pull {OFFICIAL_BASE} ({reason}): using the stand-in from ci/base_image.sh")
     log = log_dir / "base_image.log"
     with open(log, "w") as err:
-        proc = subprocess.run(["bash", str(REPO / "ci" / "base_image.sh")], stdout=subprocess.PIPE,
-                              stderr=err, text=True)
+        proc = subprocess.run(["bash", str(REPO / "ci" / "base_image.sh")], check=False,
+                              stdout=subprocess.PIPE, stderr=err, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"ci/base_image.sh failed ({proc.returncode}):\n{tail(log)}")
     return proc.stdout.strip().splitlines()[-1]
@@ -217,7 +216,7 @@ def run(engine: Engine, image: str, command, log: Path, timeout: int, shm_size: 
     code = None
     try:
         code = container.wait(timeout=timeout)["StatusCode"]
-    except Exception:  # the SDK's read timeout: the container outlived its budget
+    except (engine.docker.errors.DockerException, OSError):  # read timeout: over its budget
         container.kill()
     finally:
         output = container.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -300,7 +299,8 @@ def print_table(cells: list[Cell], base: str, total_s: float) -> None:
     print()
     print(f"Docker matrix (BASE_IMAGE={base}; {total_s:.0f} s in all)")
     for r in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+        cols = (str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True))
+        print("  ".join(cols) + "  " + r[-1])
     failed = [c for c in cells if not c.ok]
     print(f"{len(cells) - len(failed)} passed, {len(failed)} failed")
 
@@ -309,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="append", choices=PROFILES,
                         help="a profile to run (repeatable; default: both)")
-    parser.add_argument("--base-image", help=f"BASE_IMAGE for the builds (default: {OFFICIAL_BASE} "
-                                             "if it can be had, else the ci/base_image.sh stand-in)")
+    parser.add_argument("--base-image",
+                        help=f"BASE_IMAGE for the builds (default: {OFFICIAL_BASE} if it can be "
+                             "had, else the ci/base_image.sh stand-in)")
     parser.add_argument("--log-dir", type=Path, help="where build and run logs go (default: a "
                                                      "new directory under /tmp)")
     args = parser.parse_args(argv)
@@ -334,21 +335,24 @@ def main(argv: list[str] | None = None) -> int:
         say(f"BASE_IMAGE={base}; logs in {log_dir}")
         for profile in profiles:
             built = {}
-            for target, tag in (("runtime", f"{IMAGE}:{profile}"), ("test", f"{IMAGE}:{profile}-test")):
+            for target, tag in (("runtime", f"{IMAGE}:{profile}"),
+                                ("test", f"{IMAGE}:{profile}-test")):
                 built[target] = build(engine, profile, target, tag, base,
                                       log_dir / f"{profile}-build-{target}.log")
                 cells.append(built[target])
                 say(f"{profile}: build {target}: {'pass' if built[target].ok else 'FAIL'} "
                     f"({built[target].build_s:.1f} s)")
             for cell in check_cells(engine, profile, built["runtime"], built["test"], log_dir):
-                say(f"{profile}: {cell.check}: {'pass' if cell.ok else 'FAIL'} ({cell.run_s:.1f} s)")
+                result = "pass" if cell.ok else "FAIL"
+                say(f"{profile}: {cell.check}: {result} ({cell.run_s:.1f} s)")
                 cells.append(cell)
     finally:
         engine.close()
 
     for cell in cells:
         if not cell.ok:
-            print(f"\n--- {cell.profile}: {cell.check} failed; end of {cell.log}:\n{tail(cell.log)}")
+            print(f"\n--- {cell.profile}: {cell.check} failed; end of {cell.log}:")
+            print(tail(cell.log))
     print_table(cells, base, time.monotonic() - started)
     return 0 if cells and all(c.ok for c in cells) else 1
 

@@ -60,6 +60,11 @@ while [ $# -gt 0 ]; do  # -p / --parallel [N|auto|all] picks `tox run-parallel`
     esac
     shift
 done
+if [ "$mode" = run-parallel ]; then
+    # envs side by side, each with `pytest -n auto`, would put 2 x cores workers on the
+    # cores, and the timing-sensitive fault tests then miss their deadlines: one each
+    export PYTEST_XDIST_AUTO_NUM_WORKERS=${PYTEST_XDIST_AUTO_NUM_WORKERS:-1}
+fi
 if [ ${#discover[@]} -gt 0 ]; then
     echo "tox_matrix: interpreters from pyenv: ${discover[*]}" >&2
     exec "${tox[@]}" "$mode" --discover "${discover[@]}" "${args[@]}"

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from conftest import native_available, requires_ray
 from sage.utils import BackendUnavailableError, load_config
 from sage.utils.queue_adapter import create_queue, get_queue_backend_info
+
+from conftest import native_available, requires_ray
 
 
 def _destroy(q):

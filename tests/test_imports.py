@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 import sage
+
 from conftest import native_available
 
 
@@ -56,7 +57,7 @@ def test_every_sage_module_imports_without_warnings():
 
 
 def test_errors_module_needs_no_native_build():
-    from sage_ext.sage_queue.python.errors import QueueClosed
     from sage.utils import QueueClosed as same
+    from sage_ext.sage_queue.python.errors import QueueClosed
 
     assert QueueClosed is same

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sage.utils import load_config, QueueConfig
+from sage.utils import QueueConfig, load_config
 
 
 def test_defaults_when_nothing_is_configured(tmp_path, clean_env):

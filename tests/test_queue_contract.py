@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
-from conftest import requires_native, requires_ray
 from sage.utils import QueueClosed, create_queue
+
+from conftest import requires_native, requires_ray
 
 pytestmark = pytest.mark.timeout(120)
 

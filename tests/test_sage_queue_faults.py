@@ -165,7 +165,7 @@ def kill(p):
 
 def max_gap(start, events, end):
     pts = [start] + sorted(t for t in events if start < t < end) + [end]
-    return max(b - a for a, b in zip(pts, pts[1:]))
+    return max(b - a for a, b in zip(pts, pts[1:], strict=False))
 
 
 def stopped(pid):
@@ -264,7 +264,7 @@ def test_consumer_killed_at_random_moments_loses_at_most_its_batch_and_duplicate
     lock_recoveries = reclaimed = lost_total = 0
     for trial in range(trials):
         q = fresh.queue(capacity_bytes=512 * 1024)
-        for seqs, times, state in arrays.values():
+        for _seqs, _times, state in arrays.values():
             state[0] = state[1] = state[2] = 0
         survivor = fresh.process(fw.consume, q, *arrays["survivor"], "get_many", 16)
         victim = fresh.process(fw.consume, q, *arrays["victim"], mode, batch, 200e-6)
@@ -288,7 +288,7 @@ def test_consumer_killed_at_random_moments_loses_at_most_its_batch_and_duplicate
         q.destroy()
 
         taken = {}
-        for who, (seqs, times, state) in arrays.items():
+        for who, (seqs, _times, state) in arrays.items():
             assert state[2] == 0, f"trial {trial}: {who} got {state[2]} garbled items"
             taken[who] = list(seqs[: state[1]])
             assert taken[who] == sorted(taken[who]), f"trial {trial}: {who} saw items out of order"
@@ -437,7 +437,7 @@ def _state(offset, state):
 
 
 def test_producer_killed_inside_a_large_copy_is_skipped_and_counted_abandoned(fresh):
-    q = fresh.queue(capacity_bytes=40 << 20)
+    q = fresh.queue(capacity_bytes=18 << 20)  # BIG plus room for small items
     t_kill, view = _kill_mid_copy(fresh, q, fw.put_one, (b"\xab" * BIG,), _state(0, RESERVED), _state(0, RESERVED))
     q.put(b"after")  # a live producer's item behind the dead record
     t0 = time.monotonic()
@@ -454,7 +454,7 @@ def test_producer_killed_inside_a_large_copy_is_skipped_and_counted_abandoned(fr
 def test_consumer_already_waiting_gets_what_a_producer_killed_mid_put_many_committed(fresh):
     # The consumer is asleep on an empty queue when the producer reserves [small, 16 MiB],
     # commits the small one and dies copying the big one.
-    q = fresh.queue(capacity_bytes=40 << 20)
+    q = fresh.queue(capacity_bytes=18 << 20)  # BIG plus room for small items
     out = []
 
     def consumer():
@@ -490,7 +490,7 @@ def test_consumer_already_waiting_gets_what_a_producer_killed_mid_put_many_commi
 
 
 def test_polling_consumer_is_not_stuck_forever_behind_a_dead_producers_record(fresh):
-    q = fresh.queue(capacity_bytes=40 << 20)
+    q = fresh.queue(capacity_bytes=18 << 20)  # BIG plus room for small items
     t_kill, _ = _kill_mid_copy(fresh, q, fw.put_one, (b"\xab" * BIG,), _state(0, RESERVED), _state(0, RESERVED))
     q.put(b"after")
     got, deadline = None, time.monotonic() + 1.0

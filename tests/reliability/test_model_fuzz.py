@@ -17,7 +17,13 @@ from collections import deque
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from conftest import requires_native, segment_file
 
@@ -61,7 +67,7 @@ class RingModel:
             if self.head == self.tail and self.tail % self.cap:
                 self.head = self.read = self.tail = -(-self.tail // self.cap) * self.cap
             p, layout = self.tail, []
-            for size, payload in zip(sizes, payloads):
+            for size, payload in zip(sizes, payloads, strict=True):
                 if p % self.cap + size > self.cap:
                     layout.append((self.cap - p % self.cap, None))
                     p += self.cap - p % self.cap

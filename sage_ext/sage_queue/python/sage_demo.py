@@ -132,7 +132,7 @@ def run_demo(items: int = 200_000, producers: int = 2, consumers: int = 2,
             p.join(timeout=10)
         failed = sum(p.exitcode != 0 for p in procs)
 
-    totals = [sum(col) for col in zip(*(seen for _, seen in records.values()))] or [0] * items
+    totals = [sum(col) for col in zip(*(seen for _, seen in records.values()), strict=True)] or [0] * items
     lost = totals.count(0)
     duplicated = sum(n - 1 for n in totals if n > 1)
     malformed = sum(m for m, _ in records.values())

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .debug_queue import describe, open_inspect, segment_path
 from .sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
