@@ -37,7 +37,7 @@ for lib in "$asan" "$ubsan"; do
     [ -f "$lib" ] || { echo "sanitize: $lib not found (install gcc's libasan/libubsan)" >&2; exit 1; }
 done
 
-tests=(tests/test_sage_queue.py tests/test_sage_queue_faults.py tests/reliability/test_crash_harness.py)
+tests=(tests/test_sage_queue.py tests/test_item_codec.py tests/test_sage_queue_faults.py tests/reliability/test_crash_harness.py)
 [ -f "$work/src/tests/reliability/test_model_fuzz.py" ] && tests+=(tests/reliability/test_model_fuzz.py)
 
 echo "== ${tests[*]}"
@@ -52,7 +52,7 @@ set +e
     LD_PRELOAD="$asan $ubsan" \
     ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$work/reports/asan" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-    SAGE_REQUIRE_NATIVE=1 PYTHONPATH="$work/src" \
+    SAGE_REQUIRE_NATIVE=1 SAGE_TEST_TIME_SCALE=3 PYTHONPATH="$work/src" \
     timeout -k 10 "${SANITIZE_TIMEOUT:-1200}" \
     "$py" -m pytest -n 2 -q -s -p no:cacheprovider --timeout-method=thread "${tests[@]}" "$@") 2>&1 \
     | tee "$work/pytest.log"

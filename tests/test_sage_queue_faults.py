@@ -30,7 +30,7 @@ import uuid
 import pytest
 
 import fault_workers as fw
-from conftest import requires_native, segment_file
+from conftest import TIME_SCALE, requires_native, segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(120)]
 
@@ -48,10 +48,10 @@ REC_STATE, REC_LEN = 0, 16  # struct RecordHeader
 RESERVED, COMMITTED, CLAIMED, FREE = 1, 2, 3, 4
 FUTEX_TID_MASK = 0x3FFFFFFF
 
-RECOVERY_LIMIT = 0.1  # "within 100 ms"
+RECOVERY_LIMIT = 0.1 * TIME_SCALE  # "within 100 ms"
 # Random-kill trials run on small shared VMs next to other tests: a trial may lose the CPU
 # for a while, so at most 10% of them may exceed RECOVERY_LIMIT, and none may exceed this.
-STALL_HARD_LIMIT = 0.5
+STALL_HARD_LIMIT = 0.5 * TIME_SCALE
 
 
 def check_recovery(what, gaps, notes):

@@ -298,6 +298,12 @@ def test_cli_usage_errors_exit_2(args):
 
 # -- debug_queue -------------------------------------------------------------------------
 
+def native_layout_version():
+    from sage_ext.sage_queue.python import _native
+
+    return _native.LAYOUT_VERSION
+
+
 def test_debug_queue_cli_prints_header_and_counters(make_queue):
     q = make_queue(maxsize=7)
     q.put_many([b"a", b"b", b"c"])
@@ -311,7 +317,7 @@ def test_debug_queue_cli_prints_header_and_counters(make_queue):
         return m.group(1)
 
     assert field("puts") == "3" and field("gets") == "1" and field("items") == "2"
-    assert field("maxsize") == "7" and field("layout version") == "1"
+    assert field("maxsize") == "7" and field("layout version") == str(native_layout_version())
     assert field("mode") == "0600"
     assert field(str(os.getpid())) == "alive"
     for key in ("head", "read", "tail", "used_bytes", "bytes_put", "lock_recoveries"):

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import native_available, requires_native, segment_file
+from conftest import TIME_SCALE, native_available, requires_native, segment_file
 
 # The harness imports SageQueue, which the minimal profile does not build.
 # SAGE_REQUIRE_NATIVE=1 makes its absence an error.
@@ -26,8 +26,8 @@ pytestmark = [requires_native, pytest.mark.timeout(240)]
 # "Survivors make progress within 100 ms" on small shared VMs that also run the rest of the
 # suite next to this test: a worker may lose its CPU for a while, so up to 5% of the kills may
 # take longer than RECOVERY_LIMIT, and none may take longer than STALL_HARD_LIMIT.
-RECOVERY_LIMIT = 0.1
-STALL_HARD_LIMIT = 0.5
+RECOVERY_LIMIT = 0.1 * TIME_SCALE
+STALL_HARD_LIMIT = 0.5 * TIME_SCALE
 SLOW_SHARE = 0.05
 
 

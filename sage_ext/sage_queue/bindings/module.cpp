@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "item_codec.h"
 #include "shm_queue.h"
 
 namespace py = pybind11;
@@ -19,6 +20,7 @@ namespace {
 constexpr uint8_t kTagPickle = 0;     // parts: pickle stream, then out-of-band buffers
 constexpr uint8_t kTagBytes = 1;      // parts: the bytes themselves
 constexpr uint8_t kTagByteArray = 2;  // parts: the bytearray's contents
+constexpr uint8_t kTagCodec = 3;      // parts: the item codec's encoding (item_codec.h)
 constexpr size_t kLargeCopy = 64 * 1024;  // above this, copy with the GIL released
 
 struct Support {  // set once by the Python layer
@@ -56,7 +58,18 @@ struct Batch {
     std::vector<sage::Part> parts;
     std::vector<sage::Message> msgs;
     std::vector<size_t> first_part;
+    std::vector<uint8_t> encoded;  // the item codec's output, for every codec item of the batch
+    std::vector<std::pair<size_t, size_t>> encoded_parts;  // (part index, offset in `encoded`)
     size_t bytes = 0;
+
+    // The item's encoding is already at the end of `encoded`, from `offset` on.
+    void add_encoded(uint8_t tag, size_t offset) {
+        first_part.push_back(parts.size());
+        encoded_parts.push_back({parts.size(), offset});
+        parts.push_back({nullptr, encoded.size() - offset});
+        bytes += encoded.size() - offset;
+        msgs.push_back({tag, nullptr, 1});
+    }
 
     void add(uint8_t tag, PyObject* data, PyObject* oob) {
         first_part.push_back(parts.size());
@@ -79,7 +92,8 @@ struct Batch {
         parts.push_back({v.buf, size_t(v.len)});
         bytes += size_t(v.len);
     }
-    void finish() {  // parts no longer moves: point the messages at it
+    void finish() {  // parts and `encoded` no longer move: point the messages at them
+        for (auto [part, offset] : encoded_parts) parts[part].data = encoded.data() + offset;
         for (size_t i = 0; i < msgs.size(); ++i) msgs[i].parts = parts.data() + first_part[i];
     }
     void clear() {  // needs the GIL: releases the held buffers
@@ -87,9 +101,11 @@ struct Batch {
         parts.clear();
         msgs.clear();
         first_part.clear();
+        encoded.clear();
+        encoded_parts.clear();
         bytes = 0;
     }
-    bool oversized() const { return buffers.capacity() > 4096; }
+    bool oversized() const { return buffers.capacity() > 4096 || encoded.capacity() > (1 << 20); }
 };
 
 // Per-thread reuse of scratch objects, so the hot path does not allocate. A call
@@ -168,6 +184,7 @@ py::object copy_out(const uint8_t* data, uint64_t len, bool as_bytearray) {
 constexpr size_t kSmallPickle = 16 * 1024;  // below this a bytes copy is cheaper than a view
 
 py::object decode(const sage::RecordView& r) {
+    if (r.tag == kTagCodec) return py::reinterpret_steal<py::object>(sage::codec::decode(r.payload, r.len));
     if (r.tag == kTagBytes || r.tag == kTagByteArray) return copy_out(r.payload, r.len, r.tag == kTagByteArray);
     if (r.tag != kTagPickle || r.nparts == 0) throw sage::CorruptSegment("record with unknown tag " + std::to_string(r.tag));
     // Layout with out-of-band buffers: nparts u64 lengths, the pickle, then each buffer.
@@ -242,7 +259,8 @@ double to_timeout(bool block, py::handle timeout) {
     return t;
 }
 
-// Pickle protocol 5 in the caller; bytes-like items travel raw.
+// In the caller: bytes-like items travel raw, small plain trees through the item codec,
+// everything else as pickle protocol 5.
 struct Encoder {
     PyObject* dumps = nullptr;
     PyObject* protocol = nullptr;
@@ -254,6 +272,8 @@ struct Encoder {
     void add(Batch& b, PyObject* item) {
         if (PyBytes_CheckExact(item) || PyMemoryView_Check(item)) return b.add(kTagBytes, item, nullptr);
         if (PyByteArray_CheckExact(item)) return b.add(kTagByteArray, item, nullptr);
+        size_t offset = b.encoded.size();
+        if (sage::codec::encode(item, b.encoded)) return b.add_encoded(kTagCodec, offset);
         py::object fresh_list, fresh_append;
         PyObject* list = oob;
         PyObject* append = oob_append;
@@ -333,6 +353,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("TAG_PICKLE") = kTagPickle;
     m.attr("TAG_BYTES") = kTagBytes;
     m.attr("TAG_BYTEARRAY") = kTagByteArray;
+    m.attr("TAG_CODEC") = kTagCodec;
     m.attr("RECORD_HEADER_BYTES") = sage::kRecordHeader;
     m.attr("MAX_NAME_LENGTH") = sage::kMaxNameLength;
     m.attr("LAYOUT_VERSION") = sage::kLayoutVersion;
@@ -367,6 +388,17 @@ PYBIND11_MODULE(_native, m) {
     encoder.oob_append = py::object(oob.attr("append")).release().ptr();
     encoder.oob = oob.release().ptr();
     m.def("validate_name", &sage::ShmQueue::validate_name);
+    // The item codec on its own, for tests: the encoding, or None where pickle is used.
+    m.def("_codec_encode", [](py::handle item) -> py::object {
+        std::vector<uint8_t> out;
+        if (!sage::codec::encode(item.ptr(), out)) return py::none();
+        return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+    });
+    m.def("_codec_decode", [](py::bytes data) {
+        std::string_view v = data;
+        return py::reinterpret_steal<py::object>(
+            sage::codec::decode(reinterpret_cast<const uint8_t*>(v.data()), v.size()));
+    });
     m.def("segment_path", &sage::ShmQueue::segment_path);
 
     py::class_<sage::ShmQueue>(m, "ShmQueue")

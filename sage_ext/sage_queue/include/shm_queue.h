@@ -57,7 +57,7 @@ struct Info {  // one consistent snapshot of the header
 
 constexpr size_t kRecordHeader = 32;     // bytes before each payload; also the record alignment
 constexpr size_t kMaxNameLength = 200;
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;  // 2: records may hold the item codec (tag 3)
 constexpr double kForever = -1.0;        // timeout value: block until done
 
 struct Segment;  // the shared header, defined in shm_queue.cpp
