@@ -16,9 +16,10 @@ import struct
 import uuid
 
 import pytest
-from conftest import requires_native
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from conftest import requires_native
 
 pytestmark = requires_native
 
