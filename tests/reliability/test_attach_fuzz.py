@@ -352,6 +352,18 @@ def test_randomly_mutated_segments_are_refused_or_used_never_crash_or_hang(batch
     run_batch([(f"{template} {mutations}", apply(template, mutations)) for template, mutations in batch])
 
 
+# Found by the test above: task_done() raised on counters that were corrupt already, and the
+# unwinding section's rollback refused its own journal by throwing from a destructor (abort).
+SECTION_THROWS_ON_CORRUPT_COUNTERS = (
+    "attached", [("flip", 323421, 0), ("field", "items", 2**31), ("ring_bytes", 30986, b"'i\xb1s\xc7\xdd"),
+                 ("scramble", "slots", 180)])
+
+
+def test_a_section_that_throws_on_already_corrupt_counters_rolls_back_without_aborting():
+    (r,) = run_batch([("section throws", apply(*SECTION_THROWS_ON_CORRUPT_COUNTERS))])
+    assert r["task_done"] == "ValueError" and r["detach"] == "ok", r
+
+
 HEADER_FIELDS_END = 640  # everything before the slot table: ids, sizes, mutex, counters, journal, wait words
 
 

@@ -23,9 +23,15 @@ enum Type : uint8_t {
 };
 constexpr size_t kMaxContainers = 64;  // beyond this the shared-reference check gets costly
 
+// Writes through a raw pointer into room reserved for the largest encoding: one bounds
+// check per write, no allocation.
 class Encoder {
 public:
-    Encoder(std::vector<uint8_t>& out) : out_(out), start_(out.size()) {}
+    explicit Encoder(ByteBuffer& out) : out_(out), start_(out.size()) {
+        out.reserve(start_ + kMaxEncoded);
+        at_ = out.data() + start_;
+        end_ = at_ + kMaxEncoded;
+    }
 
     bool item(PyObject* obj, int depth) {
         if (obj == Py_None) return put(kNone);
@@ -35,12 +41,11 @@ public:
         if (type == &PyLong_Type) {
             int overflow = 0;
             long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-            if (overflow) return false;
-            return put(kInt) && raw(&v, 8);
+            return !overflow && put(kInt, &v, 8);
         }
         if (type == &PyFloat_Type) {
             double v = PyFloat_AS_DOUBLE(obj);
-            return put(kFloat) && raw(&v, 8);
+            return put(kFloat, &v, 8);
         }
         if (type == &PyUnicode_Type) {
             Py_ssize_t n;
@@ -49,15 +54,16 @@ public:
                 PyErr_Clear();
                 return false;
             }
-            return put(kStr) && size(size_t(n)) && raw(s, size_t(n));
+            return put_sized(kStr, size_t(n)) && put(s, size_t(n));
         }
-        if (type == &PyBytes_Type)
-            return put(kBytes) && size(size_t(PyBytes_GET_SIZE(obj))) &&
-                   raw(PyBytes_AS_STRING(obj), size_t(PyBytes_GET_SIZE(obj)));
+        if (type == &PyBytes_Type) {
+            size_t n = size_t(PyBytes_GET_SIZE(obj));
+            return put_sized(kBytes, n) && put(PyBytes_AS_STRING(obj), n);
+        }
         if (type != &PyList_Type && type != &PyTuple_Type && type != &PyDict_Type) return false;
         if (depth >= kMaxDepth || !first_visit(obj)) return false;
         if (type == &PyDict_Type) {
-            if (!(put(kDict) && size(size_t(PyDict_GET_SIZE(obj))))) return false;
+            if (!put_sized(kDict, size_t(PyDict_GET_SIZE(obj)))) return false;
             Py_ssize_t pos = 0;
             PyObject *key, *value;
             while (PyDict_Next(obj, &pos, &key, &value))
@@ -66,29 +72,32 @@ public:
         }
         const bool list = type == &PyList_Type;
         Py_ssize_t n = list ? PyList_GET_SIZE(obj) : PyTuple_GET_SIZE(obj);
-        if (!(put(list ? kList : kTuple) && size(size_t(n)))) return false;
+        if (!put_sized(list ? kList : kTuple, size_t(n))) return false;
+        PyObject** items = PySequence_Fast_ITEMS(obj);  // a list's or a tuple's item array
         for (Py_ssize_t i = 0; i < n; ++i)
-            if (!item(list ? PyList_GET_ITEM(obj, i) : PyTuple_GET_ITEM(obj, i), depth + 1)) return false;
+            if (!item(items[i], depth + 1)) return false;
         return true;
     }
 
-    void undo() { out_.resize(start_); }
+    void commit() { out_.resize(size_t(at_ - out_.data())); }
 
 private:
-    bool put(uint8_t b) {
-        out_.push_back(b);
-        return out_.size() - start_ <= kMaxEncoded;
+    bool put(uint8_t type) {
+        if (at_ == end_) return false;
+        *at_++ = type;
+        return true;
     }
-    bool size(size_t n) {
+    bool put(const void* p, size_t n) {
+        if (size_t(end_ - at_) < n) return false;
+        memcpy(at_, p, n);
+        at_ += n;
+        return true;
+    }
+    bool put(uint8_t type, const void* p, size_t n) { return put(type) && put(p, n); }
+    bool put_sized(uint8_t type, size_t n) {
         if (n > kMaxEncoded) return false;
         uint32_t v = uint32_t(n);
-        return raw(&v, 4);
-    }
-    bool raw(const void* p, size_t n) {
-        if (out_.size() - start_ + n > kMaxEncoded) return false;
-        const auto* b = static_cast<const uint8_t*>(p);
-        out_.insert(out_.end(), b, b + n);
-        return true;
+        return put(type, &v, 4);
     }
     // Pickle gives a container reached twice back as one object (and handles cycles);
     // a tree encoding would give copies, so such items go to pickle.
@@ -100,8 +109,10 @@ private:
         return true;
     }
 
-    std::vector<uint8_t>& out_;
+    ByteBuffer& out_;
     size_t start_;
+    uint8_t* at_;
+    uint8_t* end_;
     PyObject* seen_[kMaxContainers];
     size_t containers_ = 0;
 };
@@ -240,11 +251,11 @@ private:
 
 }  // namespace
 
-bool encode(PyObject* item, std::vector<uint8_t>& out) {
+bool encode(PyObject* item, ByteBuffer& out) {
     Encoder e(out);
-    if (e.item(item, 0)) return true;
-    e.undo();
-    return false;
+    if (!e.item(item, 0)) return false;  // `out` keeps its size: the bytes written are dropped
+    e.commit();
+    return true;
 }
 
 PyObject* decode(const uint8_t* data, size_t len) {

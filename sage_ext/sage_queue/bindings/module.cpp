@@ -58,7 +58,7 @@ struct Batch {
     std::vector<sage::Part> parts;
     std::vector<sage::Message> msgs;
     std::vector<size_t> first_part;
-    std::vector<uint8_t> encoded;  // the item codec's output, for every codec item of the batch
+    sage::codec::ByteBuffer encoded;  // the item codec's output, for every codec item of the batch
     std::vector<std::pair<size_t, size_t>> encoded_parts;  // (part index, offset in `encoded`)
     size_t bytes = 0;
 
@@ -390,7 +390,7 @@ PYBIND11_MODULE(_native, m) {
     m.def("validate_name", &sage::ShmQueue::validate_name);
     // The item codec on its own, for tests: the encoding, or None where pickle is used.
     m.def("_codec_encode", [](py::handle item) -> py::object {
-        std::vector<uint8_t> out;
+        sage::codec::ByteBuffer out;
         if (!sage::codec::encode(item.ptr(), out)) return py::none();
         return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
     });

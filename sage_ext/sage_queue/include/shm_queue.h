@@ -114,7 +114,7 @@ private:
     void lock();
     void unlock();
     void recover_locked();
-    void rollback_locked();
+    void rollback_locked(bool own);
     void begin(int slot);
     void end();
     bool reclaim_space_locked();

@@ -194,7 +194,8 @@ public:
     }
     ~Section() {
         if (journal_) {
-            if (std::uncaught_exceptions() > exceptions_) q_.rollback_locked();
+            // A destructor must not throw: rolling back its own journal cannot fail.
+            if (std::uncaught_exceptions() > exceptions_) q_.rollback_locked(/*own=*/true);
             q_.end();
         }
         q_.unlock();
@@ -659,18 +660,21 @@ void ShmQueue::begin(int slot) {
 void ShmQueue::end() { seg_->journal.active.store(0, std::memory_order_release); }
 
 void ShmQueue::recover_locked() {
-    rollback_locked();
+    rollback_locked(/*own=*/false);
     seg_->c.stats.lock_recoveries++;
 }
 
-void ShmQueue::rollback_locked() {
+// own: this process's section is unwinding, and its journal holds the counters as they
+// were (consistent or not, they are what the caller found). Otherwise the journal is a
+// dead holder's, in shared memory that anything may have written: replay it only if it
+// is consistent.
+void ShmQueue::rollback_locked(bool own) {
     Journal& j = seg_->journal;
     if (j.active.load()) {
         Counters& c = seg_->c;
         const Counters& saved = j.saved;
         const uint64_t cap = seg_->capacity;
-        // The journal lives in shared memory too: replay only a consistent one.
-        if (!(saved.head <= saved.read && saved.read <= saved.tail && saved.tail - saved.head <= cap &&
+        if (!own && !(saved.head <= saved.read && saved.read <= saved.tail && saved.tail - saved.head <= cap &&
               saved.head % kRecordHeader == 0 && saved.read % kRecordHeader == 0 &&
               saved.tail % kRecordHeader == 0 && saved.items <= cap / kRecordHeader))
             throw CorruptSegment("queue '" + name_ + "' has a corrupt undo journal; remove it with `python -m "
@@ -688,7 +692,8 @@ void ShmQueue::rollback_locked() {
         }
         // Past the restored read pointer a record can only be reserved, committed or
         // padding: undo any claim or abandonment the dead section made there.
-        for (uint64_t off = c.read; off < c.tail;) {
+        // Bounded by the ring's size, whatever the counters say.
+        for (uint64_t off = c.read, end = c.tail - c.read > cap ? c.read + cap : c.tail; off < end;) {
             auto* r = reinterpret_cast<RecordHeader*>(ring_ + off % cap);
             uint32_t st = r->state.load();
             if (st == kClaimed) r->state.store(kCommitted);
