@@ -15,6 +15,22 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 TIME_SCALE = float(os.environ.get("SAGE_TEST_TIME_SCALE", "1"))
 
 
+def package_root() -> str:
+    """Where the sage packages under test are imported from: the source tree, or a
+    site-packages (tox installs a wheel). Child interpreters get it on PYTHONPATH, so they
+    import the same build as the test, never another one lying in the tree."""
+    import sage_ext
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(sage_ext.__file__)))
+
+
+def child_env(**extra) -> dict:
+    """os.environ plus package_root() first on PYTHONPATH, plus extra."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root(), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 def native_available() -> bool:
     try:
         import sage_ext.sage_queue.python.sage_queue  # noqa: F401

@@ -30,12 +30,11 @@ import uuid
 import pytest
 
 import fault_workers as fw
-from conftest import TIME_SCALE, requires_native, segment_file
+from conftest import TIME_SCALE, child_env, requires_native, segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(120)]
 
 ctx = mp.get_context("fork")  # fast to start; the children are killed anyway
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # struct Segment (shm_queue.cpp), x86-64 / aarch64 glibc
 OFF_MAGIC, OFF_VERSION, OFF_HEADER_BYTES, OFF_CAPACITY = 0, 8, 12, 16
@@ -646,7 +645,7 @@ OPEN_SCRIPT = textwrap.dedent(
 
 def run_open(name, action="open", timeout=20):
     """Attach in a fresh interpreter: a crash is a failed test, not a dead pytest worker."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     try:
         r = subprocess.run([sys.executable, "-c", OPEN_SCRIPT, name, action], capture_output=True,
                            text=True, timeout=timeout, env=env)
@@ -748,7 +747,7 @@ ENOSPC_SCRIPT = textwrap.dedent(
 def test_creating_a_queue_larger_than_dev_shm_is_enospc_naming_shm_size_and_leaves_nothing(tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare(1) to mount a private 1 MiB /dev/shm")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     script = tmp_path / "enospc.py"
     script.write_text(ENOSPC_SCRIPT)
     cmd = ["unshare", "-m", "sh", "-c",
@@ -788,7 +787,7 @@ def test_segment_is_removed_once_every_user_detached_or_exited(fresh):
     p.start()
     p.join(10)
     assert p.exitcode == 0 and os.path.exists(path)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     code = ("import sys, time; from sage_ext.sage_queue.python.sage_queue import SageQueue; "
             "q = SageQueue.open(sys.argv[1]); print(q.get(timeout=5)); sys.stdout.flush(); sys.stdin.read()")
     other = subprocess.Popen([sys.executable, "-c", code, name], stdin=subprocess.PIPE,

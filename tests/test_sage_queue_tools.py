@@ -9,17 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import requires_native, segment_file
+from conftest import child_env, requires_native, segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(120)]
 needs_fork = pytest.mark.skipif(mp.get_start_method() != "fork",
                                 reason="patches a worker function inherited by forked children")
 
-REPO = Path(__file__).resolve().parents[1]
 PKG = "sage_ext.sage_queue.python"
 
 # A process that attaches to a queue by name, puts two items, says so, and waits.
@@ -35,9 +33,7 @@ time.sleep(120)
 
 
 def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    return child_env()
 
 
 def run_tool(module, *args):

@@ -29,11 +29,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import requires_native, segment_file
+from conftest import child_env, requires_native, segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(600)]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASE_TIMEOUT = 10.0  # a corrupt segment must be refused within seconds (never-initialised: 2 s)
 
 # struct Segment: name -> (offset, width)
@@ -293,7 +292,7 @@ def run_batch(cases):
 def run_group(cases):
     """Writes the cases' segment files, runs them in one worker, removes the files."""
     names = [f"afz-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(cases))]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     results = []
     try:
         for name, (_, data) in zip(names, cases, strict=True):

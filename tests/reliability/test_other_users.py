@@ -22,12 +22,10 @@ import uuid
 
 import pytest
 
-from conftest import requires_native, segment_file
+from conftest import package_root, requires_native, segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(120)]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PACKAGE = os.path.join(REPO, "sage_ext", "sage_queue", "python")
 OTHER_USER = "nobody"
 
 PROBE = textwrap.dedent(
@@ -132,16 +130,18 @@ def other_python():
         pytest.skip(f"no interpreter that {OTHER_USER} may run loads our {suffix} extension: {tried}")
 
     check = [python, "-c", "import sage_ext.sage_queue.python.sage_queue"]
-    if run_as_other_user(check, pythonpath=REPO).returncode == 0:
-        yield python, REPO
+    packages = package_root()
+    if run_as_other_user(check, pythonpath=packages).returncode == 0:
+        yield python, packages
         return
     # Copy what `import sage_queue` needs to where nobody can read it.
     root = tempfile.mkdtemp(prefix="sage-other-user-", dir="/tmp")
     dest = os.path.join(root, "sage_ext", "sage_queue", "python")
     os.makedirs(dest)
     for init in ("sage_ext/__init__.py", "sage_ext/sage_queue/__init__.py"):
-        shutil.copy(os.path.join(REPO, init), os.path.join(root, init))
-    for f in glob.glob(os.path.join(PACKAGE, "*.py")) + glob.glob(os.path.join(PACKAGE, f"_native*{suffix}")):
+        shutil.copy(os.path.join(packages, init), os.path.join(root, init))
+    package = os.path.join(packages, "sage_ext", "sage_queue", "python")
+    for f in glob.glob(os.path.join(package, "*.py")) + glob.glob(os.path.join(package, f"_native*{suffix}")):
         shutil.copy(f, dest)
     for d, _, files in os.walk(root):
         os.chmod(d, 0o755)
