@@ -19,14 +19,17 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _manager():
+def _require_sage_queue(what: str) -> None:
     from sage.utils.queue_adapter import BackendUnavailableError, is_sage_queue_available
 
     if not is_sage_queue_available():
         raise BackendUnavailableError(
-            "`sage queue` manages sage_queue segments, and the native extension is not built: "
-            "run `python install.py --full`"
+            f"{what}, and the native extension is not built: run `python install.py --full`"
         )
+
+
+def _manager():
+    _require_sage_queue("`sage queue` manages sage_queue segments")
     from sage_ext.sage_queue.python import sage_queue_manager
 
     return sage_queue_manager
@@ -55,7 +58,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    _manager()
+    _require_sage_queue("`sage demo` runs its pipeline on sage_queue")
     from sage_ext.sage_queue.python import sage_demo
 
     return sage_demo.main(["--items", str(args.items)])
