@@ -32,13 +32,9 @@ time.sleep(120)
 """
 
 
-def _env():
-    return child_env()
-
-
 def run_tool(module, *args):
     return subprocess.run([sys.executable, "-m", f"{PKG}.{module}", *args], capture_output=True,
-                          text=True, env=_env(), timeout=60)
+                          text=True, env=child_env(), timeout=60)
 
 
 @pytest.fixture
@@ -86,7 +82,7 @@ def attached_child():
 
     def start(name):
         proc = subprocess.Popen([sys.executable, "-c", _ATTACH_AND_WAIT, name],
-                                stdout=subprocess.PIPE, text=True, env=_env())
+                                stdout=subprocess.PIPE, text=True, env=child_env())
         procs.append(proc)
         assert proc.stdout.readline() == "attached\n"
         return proc

@@ -180,6 +180,86 @@ bool holder_dead(const RecordHeader* r, int32_t holder, uint64_t now) {
 
 enum class Wake { changed, slice, deadline };
 
+#if defined(__GLIBC__)
+// -- who may hold the lock: the checks lock() makes while it waits
+
+constexpr const char* kCorruptLockFix = ": the segment is corrupt; remove it with `python -m "
+                                        "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`";
+
+// The __kind glibc gives a robust process-shared mutex. A corrupt kind sends glibc down
+// paths that abort the process (an out-of-range priority ceiling asserts).
+int robust_shared_mutex_kind() {
+    static const int kind = [] {
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        pthread_mutex_t m;
+        pthread_mutex_init(&m, &attr);
+        pthread_mutexattr_destroy(&attr);
+        int k = m.__data.__kind;
+        pthread_mutex_destroy(&m);
+        return k;
+    }();
+    return kind;
+}
+
+struct Mapping { unsigned long start; unsigned major, minor; unsigned long inode; };
+
+// Each mapping's start, device and inode in /proc/<pid>/maps; returns 0 or errno.
+int read_mappings(const std::string& pid, std::vector<Mapping>& out) {
+    int fd = ::open(("/proc/" + pid + "/maps").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    std::string text;
+    char buf[16384];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, size_t(n));
+    int err = n < 0 ? errno : 0;
+    ::close(fd);
+    for (size_t at = 0, end; at < text.size(); at = end + 1) {
+        end = std::min(text.find('\n', at), text.size());
+        const std::string line = text.substr(at, end - at);
+        Mapping m{};
+        if (sscanf(line.c_str(), "%lx-%*x %*s %*x %x:%x %lu", &m.start, &m.major, &m.minor, &m.inode) == 4)
+            out.push_back(m);
+    }
+    return err;
+}
+
+// Stopped by a signal or a debugger: a long hold is explained.
+bool thread_stopped(int tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", tid);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    const char* paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+}
+
+// Why thread `tid`, named by the lock word, cannot hold the lock of the segment mapped at
+// `segment`: "" if it may, "?" if we may not look (another user's process).
+std::string impossible_holder(int tid, const void* segment) {
+    if (tid == 0) return "is marked held, by no thread";
+    const std::string held = "is held by thread " + std::to_string(tid);
+    if (tid == int(syscall(SYS_gettid))) return held + ", this one, which is waiting for it";
+    if (kill(tid, 0) != 0 && errno == ESRCH) return held + ", which does not exist";
+    std::vector<Mapping> mine, theirs;
+    if (read_mappings("self", mine) != 0) return "?";
+    auto ours = std::find_if(mine.begin(), mine.end(),
+                             [&](const Mapping& m) { return m.start == uintptr_t(segment); });
+    if (ours == mine.end()) return "?";
+    int err = read_mappings(std::to_string(tid), theirs);
+    if (err == ENOENT || err == ESRCH) return held + ", which does not exist";
+    if (err != 0) return "?";
+    for (const Mapping& m : theirs)
+        if (m.major == ours->major && m.minor == ours->minor && m.inode == ours->inode) return "";
+    return held + ", which does not have the queue mapped";
+}
+#endif
+
 }  // namespace
 
 // A locked section: the lock plus, unless journal=false, the undo journal. If the
@@ -516,24 +596,10 @@ void ShmQueue::lock() {
     // holds it for microseconds. A lock word naming anything else (a corrupt segment) would
     // otherwise be waited on forever.
 #if defined(__GLIBC__)
-    // A corrupt mutex type sends glibc down paths that abort the process (an out-of-range
-    // priority ceiling asserts): lock only a mutex of the type the creator made.
-    static const int kind = [] {
-        pthread_mutexattr_t attr;
-        pthread_mutexattr_init(&attr);
-        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-        pthread_mutex_t m;
-        pthread_mutex_init(&m, &attr);
-        pthread_mutexattr_destroy(&attr);
-        int k = m.__data.__kind;
-        pthread_mutex_destroy(&m);
-        return k;
-    }();
-    static constexpr const char* fix = ": the segment is corrupt; remove it with `python -m "
-                                       "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`";
-    if (__atomic_load_n(&seg_->mutex.__data.__kind, __ATOMIC_RELAXED) != kind)
-        throw CorruptSegment("the lock of queue '" + name_ + "' is not a robust process-shared mutex" + fix);
+    // Lock only a mutex of the type the creator made.
+    if (__atomic_load_n(&seg_->mutex.__data.__kind, __ATOMIC_RELAXED) != robust_shared_mutex_kind())
+        throw CorruptSegment("the lock of queue '" + name_ + "' is not a robust process-shared mutex" +
+                             kCorruptLockFix);
 #endif
     int rc = pthread_mutex_trylock(&seg_->mutex);
     int stuck_word = 0;        // a holder we could not look into, and since when it held the lock
@@ -543,58 +609,8 @@ void ShmQueue::lock() {
 #if defined(__GLIBC__)
         if (rc == ETIMEDOUT) {
             auto word = [this] { return __atomic_load_n(&seg_->mutex.__data.__lock, __ATOMIC_ACQUIRE); };
-            // Each mapping's start, device and inode in /proc/<pid>/maps; 0 or errno.
-            struct Mapping { unsigned long start; unsigned major, minor; unsigned long inode; };
-            auto mappings = [](const std::string& pid, std::vector<Mapping>& out) {
-                int fd = ::open(("/proc/" + pid + "/maps").c_str(), O_RDONLY | O_CLOEXEC);
-                if (fd < 0) return errno;
-                std::string text;
-                char buf[16384];
-                ssize_t n;
-                while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, size_t(n));
-                int err = n < 0 ? errno : 0;
-                ::close(fd);
-                for (size_t at = 0, end; at < text.size(); at = end + 1) {
-                    end = std::min(text.find('\n', at), text.size());
-                    const std::string line = text.substr(at, end - at);
-                    Mapping m{};
-                    if (sscanf(line.c_str(), "%lx-%*x %*s %*x %x:%x %lu", &m.start, &m.major, &m.minor, &m.inode) == 4)
-                        out.push_back(m);
-                }
-                return err;
-            };
-            auto stopped = [](int tid) {  // by a signal or a debugger: a long hold is explained
-                char path[64], buf[512];
-                snprintf(path, sizeof path, "/proc/%d/stat", tid);
-                int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-                if (fd < 0) return false;
-                ssize_t n = ::read(fd, buf, sizeof buf - 1);
-                ::close(fd);
-                buf[n > 0 ? n : 0] = 0;
-                const char* paren = strrchr(buf, ')');
-                return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
-            };
-            // Why the thread the lock word names cannot be its holder; "" if it may be, "?" if
-            // we may not look (another user's process).
-            auto impossible_holder = [&](int tid) -> std::string {
-                if (tid == 0) return "is marked held, by no thread";
-                const std::string held = "is held by thread " + std::to_string(tid);
-                if (tid == int(syscall(SYS_gettid))) return held + ", this one, which is waiting for it";
-                if (kill(tid, 0) != 0 && errno == ESRCH) return held + ", which does not exist";
-                std::vector<Mapping> mine, theirs;
-                if (mappings("self", mine) != 0) return "?";
-                auto ours = std::find_if(mine.begin(), mine.end(),
-                                         [&](const Mapping& m) { return m.start == uintptr_t(seg_); });
-                if (ours == mine.end()) return "?";
-                int err = mappings(std::to_string(tid), theirs);
-                if (err == ENOENT || err == ESRCH) return held + ", which does not exist";
-                if (err != 0) return "?";
-                for (const Mapping& m : theirs)
-                    if (m.major == ours->major && m.minor == ours->minor && m.inode == ours->inode) return "";
-                return held + ", which does not have the queue mapped";
-            };
             const int seen = word();
-            std::string problem = seen ? impossible_holder(seen & FUTEX_TID_MASK) : "";
+            std::string problem = seen ? impossible_holder(seen & FUTEX_TID_MASK, seg_) : "";
             const uint64_t progress = uint64_t(seg_->not_empty_seq.load()) + seg_->not_full_seq.load() +
                                       seg_->join_seq.load();
             if (problem == "?") {
@@ -602,7 +618,7 @@ void ShmQueue::lock() {
                 // for seconds while the queue made no progress.
                 problem.clear();
                 const double t = now();
-                if (seen != stuck_word || progress != stuck_progress || stopped(seen & FUTEX_TID_MASK)) {
+                if (seen != stuck_word || progress != stuck_progress || thread_stopped(seen & FUTEX_TID_MASK)) {
                     stuck_word = seen;
                     stuck_progress = progress;
                     stuck_since = t;
@@ -615,7 +631,7 @@ void ShmQueue::lock() {
             }
             // Only a word that stayed put while we looked: a holder may have just left.
             if (!problem.empty() && word() == seen)
-                throw CorruptSegment("the lock of queue '" + name_ + "' " + problem + fix);
+                throw CorruptSegment("the lock of queue '" + name_ + "' " + problem + kCorruptLockFix);
         }
 #endif
         timespec until;
