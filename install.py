@@ -50,7 +50,7 @@ PROFILES = {  # profile -> default queue backend, whether the native module is b
     "full": {"queue_backend": "sage", "native": True},
 }
 MIN_CMAKE = (3, 18)
-BUILD_TOOLS = {"setuptools": "64", "wheel": "0", "pybind11": "2.11"}  # name -> minimum version
+BUILD_TOOLS = {"setuptools": "64", "wheel": "0", "pybind11": "2.13"}  # name -> minimum version
 CXX_CANDIDATES = ("c++", "g++", "clang++")
 
 EXIT_OK, EXIT_FAILED, EXIT_PREREQUISITE, EXIT_NOT_INSTALLED = 0, 1, 2, 3

@@ -5,7 +5,10 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -13,7 +16,7 @@ import warnings
 import pytest
 
 import queue_workers
-from conftest import requires_native, segment_file
+from conftest import child_env, requires_native, segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(60)]
 
@@ -536,3 +539,74 @@ def test_detach_from_another_thread_wakes_a_blocked_getter_without_crashing(queu
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], (sq.QueueClosed, ValueError))
     assert not os.path.exists(segment_file(queue_name))
+
+
+# -- signals: a blocked call runs handlers, as queue.Queue's do ----------------------
+
+_BLOCKED_CALLS = {
+    "get": "q.get()",
+    "get_timeout": "q.get(timeout=60)",
+    "get_many": "q.get_many(8)",
+    "put_full": "q.put(1); q.put(2)",
+    "join": "q.put(1); q.join()",
+}
+
+_BLOCK_UNTIL_INTERRUPTED = """
+import sys, time
+from sage_ext.sage_queue.python.sage_queue import SageQueue
+q = SageQueue(sys.argv[1], maxsize=1)
+print("ready", flush=True)
+try:
+    {call}
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+finally:
+    q.destroy()
+"""
+
+
+@pytest.mark.parametrize("call", sorted(_BLOCKED_CALLS))
+def test_ctrl_c_interrupts_a_blocked_call_at_once(queue_name, call):
+    script = _BLOCK_UNTIL_INTERRUPTED.format(call=_BLOCKED_CALLS[call])
+    proc = subprocess.Popen([sys.executable, "-c", script, queue_name], stdout=subprocess.PIPE, text=True,
+                            env=child_env())
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.3)  # asleep in the call by now
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out == "KeyboardInterrupt\n" and took < 2, (
+        f"{_BLOCKED_CALLS[call]} answered Ctrl-C with {out!r} after {took:.2f} s"
+    )
+    assert not os.path.exists(segment_file(queue_name))
+
+
+_HANDLER_DURING_GET = """
+import signal, sys, threading, time
+from sage_ext.sage_queue.python.sage_queue import SageQueue
+q = SageQueue(sys.argv[1])
+ran = []
+signal.signal(signal.SIGALRM, lambda *_: ran.append(time.monotonic()))
+signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+threading.Timer(0.5, q.put, args=("late",)).start()
+t0 = time.monotonic()
+item = q.get(timeout=10)
+took = time.monotonic() - t0
+signal.setitimer(signal.ITIMER_REAL, 0)
+print(item, len([t for t in ran if t0 < t < t0 + took]), round(took, 2), flush=True)
+q.destroy()
+"""
+
+
+def test_a_signal_handler_runs_while_get_blocks_and_the_get_goes_on(queue_name):
+    out = subprocess.run([sys.executable, "-c", _HANDLER_DURING_GET, queue_name], capture_output=True,
+                         text=True, env=child_env(), timeout=60)
+    assert out.returncode == 0, out.stderr
+    item, handled, took = out.stdout.split()
+    assert item == "late" and 0.4 < float(took) < 5, out.stdout
+    assert int(handled) >= 3, f"the SIGALRM handler ran {handled} times in the {took} s get() waited"

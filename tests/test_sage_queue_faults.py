@@ -410,6 +410,41 @@ def test_qsize_right_after_a_lock_holder_died_mid_section_matches_what_a_drain_r
     assert seen == drained, f"qsize() said {seen} right after the death, a drain returned {drained}"
 
 
+def test_a_caller_waiting_for_a_held_lock_does_not_hold_the_gil(fresh):
+    # The lock's holder may be another thread of this process that needs the GIL to finish
+    # (a finalizer, say): waiting on the lock with the GIL held would deadlock with it, and
+    # it also freezes every other thread of the process, pytest-timeout's included.
+    rng = random.Random()
+    q = fresh.queue(capacity_bytes=256 * 1024)
+    view = check_layout(q)
+    prog = ctx.RawArray("q", 4)
+    prog[1], prog[2] = -1, 0
+    p = fresh.process(fw.churn, q, prog, 256)
+    wait_for(lambda: prog[1] > 1000, 10, "churn")
+    _stop_inside_lock(p.pid, view, rng)
+    # If this process froze, a process of its own still resumes the child in 3 s.
+    resumer = subprocess.Popen(["sh", "-c", f"sleep 3; kill -CONT {p.pid}"])
+    try:
+        done = []
+        waiter = threading.Thread(target=lambda: done.append(q.info()), daemon=True)
+        waiter.start()
+        ticks, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 0.5:
+            time.sleep(0.005)  # needs the GIL back after every sleep
+            ticks += 1
+        frozen_for = time.monotonic() - t0
+        assert ticks >= 20 and frozen_for < 1.5, (
+            f"this thread ran {ticks} times in {frozen_for:.2f} s while another one waited for the lock"
+        )
+        assert not done, "info() returned while the child held the lock, stopped"
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        resumer.kill()
+        resumer.wait()
+    waiter.join(5)
+    assert done and done[0]["items"] >= 0, "info() never returned once the holder went on"
+
+
 # -- a producer killed between reserve and commit, inside a large copy ---------------------------
 
 BIG = 16 << 20

@@ -5,7 +5,10 @@
 
 #include <cerrno>
 #include <cmath>
+#include <algorithm>
+#include <ctime>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "item_codec.h"
@@ -144,14 +147,74 @@ private:
 };
 using Records = std::vector<sage::RecordView>;
 
+// -- the GIL around core calls
+//
+// A call that does not block runs with the GIL held, but never sleeps on a queue's lock
+// with it: the core calls lock_wait() first, which drops the GIL until the call returns
+// (the lock's holder, another thread of ours, may need the GIL to finish).
+thread_local bool gil_drop_armed = false;
+thread_local PyThreadState* gil_dropped = nullptr;
+
+void lock_wait() {
+    if (gil_drop_armed && !gil_dropped) gil_dropped = PyEval_SaveThread();
+}
+
+struct GilDropOnLockWait {  // around one non-blocking core call
+    const bool outer = gil_drop_armed;
+    GilDropOnLockWait() { gil_drop_armed = true; }
+    ~GilDropOnLockWait() {
+        gil_drop_armed = outer;
+        if (gil_dropped) PyEval_RestoreThread(std::exchange(gil_dropped, nullptr));
+    }
+};
+
+template <class Call>
+auto gil_held(Call&& call) {
+    GilDropOnLockWait guard;
+    return call();
+}
+
+unsigned long main_thread_ident = 0;  // threading.main_thread().ident: where signal handlers run
+constexpr double kSignalSlice = 0.1;  // seconds a blocked main thread goes without running them
+
+double monotonic() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+// A core call that may block (call(timeout) -> Status), run with the GIL released. Signal
+// handlers run while it waits, as they do in queue.Queue.get(): a signal wakes the core
+// (interrupted), and the main thread also looks every kSignalSlice, since a signal that
+// lands while the core spins wakes nothing. A handler that raises (Ctrl-C) ends the call.
+template <class Call>
+Status blocking(Call&& call, double timeout) {
+    const bool main = PyThread_get_thread_ident() == main_thread_ident;
+    const double deadline = timeout < 0 ? INFINITY : monotonic() + timeout;
+    for (;;) {
+        const double left = std::max(0.0, deadline - monotonic());
+        const double slice = main ? std::min(left, kSignalSlice) : left;
+        Status st;
+        {
+            py::gil_scoped_release nogil;
+            st = call(std::isinf(slice) ? sage::kForever : slice);
+        }
+        if (st != Status::interrupted && !(st == Status::timeout && slice < left)) return st;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+}
+
 Status put_batch(sage::ShmQueue& q, Batch& b, double timeout) {
     b.finish();
+    auto put = [&](double t) { return q.put_many(b.msgs.data(), b.msgs.size(), t); };
     if (b.bytes < kLargeCopy) {
-        Status st = q.put_many(b.msgs.data(), b.msgs.size(), 0);
+        Status st = gil_held([&] { return put(0); });
         if (st != Status::timeout || timeout == 0) return st;
+    } else if (timeout == 0) {
+        py::gil_scoped_release nogil;  // the copy
+        return put(0);
     }
-    py::gil_scoped_release nogil;
-    return q.put_many(b.msgs.data(), b.msgs.size(), timeout);
+    return blocking(put, timeout);
 }
 
 void check_put(Status st) {
@@ -161,10 +224,9 @@ void check_put(Status st) {
 
 Status claim(sage::ShmQueue& q, size_t max_items, uint64_t max_bytes, double timeout,
              std::vector<sage::RecordView>& out) {
-    Status st = q.claim(max_items, max_bytes, 0, out);
+    Status st = gil_held([&] { return q.claim(max_items, max_bytes, 0, out); });
     if (st != Status::timeout || timeout == 0) return st;
-    py::gil_scoped_release nogil;
-    return q.claim(max_items, max_bytes, timeout, out);
+    return blocking([&](double t) { return q.claim(max_items, max_bytes, t, out); }, timeout);
 }
 
 py::object copy_out(const uint8_t* data, uint64_t len, bool as_bytearray) {
@@ -387,6 +449,8 @@ PYBIND11_MODULE(_native, m) {
     py::list oob;
     encoder.oob_append = py::object(oob.attr("append")).release().ptr();
     encoder.oob = oob.release().ptr();
+    main_thread_ident = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    sage::set_lock_wait_hook(lock_wait);
     m.def("validate_name", &sage::ShmQueue::validate_name);
     // The item codec on its own, for tests: the encoding, or None where pickle is used.
     m.def("_codec_encode", [](py::handle item) -> py::object {
@@ -401,7 +465,8 @@ PYBIND11_MODULE(_native, m) {
     });
     m.def("segment_path", &sage::ShmQueue::segment_path);
 
-    py::class_<sage::ShmQueue>(m, "ShmQueue")
+    // The destructor detaches, which may wait for the lock: never with the GIL held.
+    py::class_<sage::ShmQueue>(m, "ShmQueue", py::release_gil_before_calling_cpp_dtor())
         .def(py::init([](const std::string& name, uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
                          const std::string& mode) {
                  sage::OpenMode om = parse_mode(mode);
@@ -454,25 +519,24 @@ PYBIND11_MODULE(_native, m) {
            py::arg("max_bytes") = uint64_t(16) << 20)
         .def("qsize", [](sage::ShmQueue& q) {
             sage::ShmQueue::InUse in_use(q);
-            return q.qsize();
+            return gil_held([&] { return q.qsize(); });
         })
         .def("empty", [](sage::ShmQueue& q) {
             sage::ShmQueue::InUse in_use(q);
-            return q.qsize() == 0;
+            return gil_held([&] { return q.qsize(); }) == 0;
         })
         .def("full", [](sage::ShmQueue& q) {
             sage::ShmQueue::InUse in_use(q);
-            return q.maxsize() > 0 && q.qsize() >= q.maxsize();
+            return q.maxsize() > 0 && gil_held([&] { return q.qsize(); }) >= q.maxsize();
         })
         .def("task_done", [](sage::ShmQueue& q) {
             sage::ShmQueue::InUse in_use(q);
-            q.task_done(1);
+            gil_held([&] { q.task_done(1); });
         })
         .def("join", [](sage::ShmQueue& q, py::handle timeout) {
             double t = to_timeout(true, timeout);
             sage::ShmQueue::InUse in_use(q);
-            py::gil_scoped_release nogil;
-            Status st = q.join(t);
+            Status st = blocking([&](double left) { return q.join(left); }, t);
             if (st == Status::closed) raise(support.closed, "queue was detached while joining");
             return st == Status::ok;
         }, py::arg("timeout") = py::none())
@@ -485,9 +549,9 @@ PYBIND11_MODULE(_native, m) {
             q.unlink();
         })
         .def("detach", &sage::ShmQueue::detach, py::call_guard<py::gil_scoped_release>())
-        .def("after_fork_in_child", &sage::ShmQueue::after_fork_in_child)
+        .def("after_fork_in_child", [](sage::ShmQueue& q) { gil_held([&] { q.after_fork_in_child(); }); })
         .def("info", [](sage::ShmQueue& q) {
             sage::ShmQueue::InUse in_use(q);
-            return info_dict(q.info());
+            return info_dict(gil_held([&] { return q.info(); }));
         });
 }

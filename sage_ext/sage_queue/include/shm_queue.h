@@ -29,7 +29,9 @@ struct SystemError : std::runtime_error {  // an OS call failed: errno kept
 };
 struct CorruptSegment : std::runtime_error { using std::runtime_error::runtime_error; };
 
-enum class Status { ok, timeout, closed };
+// interrupted: a signal arrived while the call slept; the caller runs its handlers and
+// calls again with what is left of its timeout.
+enum class Status { ok, timeout, closed, interrupted };
 // inspect: attach without taking a slot (for tools); never unlinks on detach.
 enum class OpenMode { open_or_create, open_only, create_only, inspect };
 
@@ -62,6 +64,12 @@ constexpr double kForever = -1.0;        // timeout value: block until done
 
 struct Segment;  // the shared header, defined in shm_queue.cpp
 
+// Called on a thread that is about to sleep on a queue's lock held by another thread
+// (after a short spin). The Python binding drops the GIL there: the holder may need the
+// GIL before it can release the lock, so sleeping on it with the GIL held could deadlock.
+using LockWaitHook = void (*)();
+void set_lock_wait_hook(LockWaitHook hook);
+
 class ShmQueue {
 public:
     // capacity_bytes/maxsize of 0 mean "the existing segment's" on open, the default on create.
@@ -72,7 +80,8 @@ public:
     ShmQueue& operator=(const ShmQueue&) = delete;
 
     // Reserve room for all messages at once, copy, commit: all or nothing.
-    // timeout: 0 = do not block, < 0 = forever, > 0 seconds.
+    // timeout: 0 = do not block, < 0 = forever, > 0 seconds. A call that blocks returns
+    // interrupted when a signal wakes it (put_many, claim and join alike).
     Status put_many(const Message* msgs, size_t n, double timeout);
     // Claim up to max_items committed records (at least one, at most max_bytes
     // unless the first alone is larger). Views stay valid until release().

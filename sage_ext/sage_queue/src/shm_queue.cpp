@@ -32,6 +32,9 @@ constexpr double kLivenessSlice = 0.02;      // how often a waiter checks for de
 constexpr uint64_t kLivenessAgeNs = 20000000; // a record held longer than this gets its holder checked
 constexpr uint64_t kLargeRecord = 64 * 1024;  // signal consumers before starting a copy this long
 constexpr double kInitWaitSeconds = 2.0;     // how long an opener waits for a creator to finish
+constexpr int kLockSpins = 256;              // ~10 us of watching a held lock before sleeping on it
+
+std::atomic<LockWaitHook> lock_wait_hook{nullptr};
 
 enum RecordState : uint32_t {
     kReserved = 1, kCommitted = 2, kClaimed = 3, kFree = 4, kPad = 5, kAbandoned = 6,
@@ -602,6 +605,17 @@ void ShmQueue::lock() {
                              kCorruptLockFix);
 #endif
     int rc = pthread_mutex_trylock(&seg_->mutex);
+    // A holder keeps the lock for microseconds: watch the word a little before sleeping.
+    for (int i = 0; rc == EBUSY && i < kLockSpins; ++i) {
+        cpu_relax();
+#if defined(__GLIBC__)
+        if (__atomic_load_n(&seg_->mutex.__data.__lock, __ATOMIC_RELAXED) != 0) continue;
+#endif
+        rc = pthread_mutex_trylock(&seg_->mutex);
+    }
+    if (rc == EBUSY) {
+        if (LockWaitHook hook = lock_wait_hook.load(std::memory_order_acquire)) hook();
+    }
     int stuck_word = 0;        // a holder we could not look into, and since when it held the lock
     uint64_t stuck_progress = 0;
     double stuck_since = 0;
@@ -659,6 +673,8 @@ void ShmQueue::lock() {
         throw_errno("cannot lock queue '" + name_ + "'", rc);
     }
 }
+
+void set_lock_wait_hook(LockWaitHook hook) { lock_wait_hook.store(hook, std::memory_order_release); }
 
 void ShmQueue::unlock() { pthread_mutex_unlock(&seg_->mutex); }
 
@@ -753,9 +769,11 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
         double left = deadline - t;
         if (check_liveness && left > kLivenessSlice) left = kLivenessSlice;
         sleepers.fetch_add(1, std::memory_order_seq_cst);
+        bool interrupted = false;
         if (seq.load(std::memory_order_seq_cst) == seen)
-            futex_wait(&seq, seen, std::isfinite(left) ? left : INFINITY);
+            interrupted = futex_wait(&seq, seen, std::isfinite(left) ? left : INFINITY) != 0 && errno == EINTR;
         sleepers.fetch_sub(1, std::memory_order_seq_cst);
+        if (interrupted) return Status::interrupted;  // the caller runs the signal's handler
         if (seq.load(std::memory_order_acquire) != seen) {
             learn();
             return Status::ok;
@@ -874,8 +892,8 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
         if (st == Status::closed || timeout == 0) return st;
         // Wake now and then while blocked: the consumer holding the oldest record may die
         // without a word, and only a look at its pid tells.
-        if (wait_on(&seg_->not_full_seq, &seg_->not_full_sleepers, seen, deadline, true) == Status::timeout)
-            return Status::timeout;
+        Status w = wait_on(&seg_->not_full_seq, &seg_->not_full_sleepers, seen, deadline, true);
+        if (w != Status::ok) return w;
     }
 
     // Copy outside the lock, then commit: a record is visible only once complete.
@@ -971,8 +989,8 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
         if ((drained && seg_->closed.load()) || detaching()) return Status::closed;
         if (timeout == 0) return Status::timeout;
         // Blocked on a reserved record: wake now and then, its producer may die mid-copy.
-        if (wait_on(&seg_->not_empty_seq, &seg_->not_empty_sleepers, seen, deadline, !drained) == Status::timeout)
-            return Status::timeout;
+        Status w = wait_on(&seg_->not_empty_seq, &seg_->not_empty_sleepers, seen, deadline, !drained);
+        if (w != Status::ok) return w;
     }
 }
 
@@ -1019,8 +1037,8 @@ Status ShmQueue::join(double timeout) {
         if (detaching()) return Status::closed;
         if (timeout == 0) return Status::timeout;
         // Wake up now and then to write off the tasks of consumers that died.
-        if (wait_on(&seg_->join_seq, &seg_->join_sleepers, seen, deadline, true) == Status::timeout)
-            return Status::timeout;
+        Status w = wait_on(&seg_->join_seq, &seg_->join_sleepers, seen, deadline, true);
+        if (w != Status::ok) return w;
         reap_dead_slots();
     }
 }
