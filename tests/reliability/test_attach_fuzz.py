@@ -438,6 +438,57 @@ def test_a_lock_word_naming_pid_1_is_refused_not_waited_for_forever():
     assert time.monotonic() - t0 < CASE_TIMEOUT
 
 
+# Found in CI: the bit-flip case "bit 7 of byte 128" names tid 128, and when Ray's threads
+# had brought this process's tids that far, a full scan of /dev/shm by the tools found tid 128
+# alive with the segment mapped (every thread of a process shares its mappings) and waited
+# forever, with the GIL held. A thread of ours holds a lock only inside a locked call.
+OWN_THREAD_IN_LOCK_WORD = textwrap.dedent(
+    """
+    import os, shutil, struct, sys, threading, time
+    from sage_ext.sage_queue.python import sage_queue, sage_queue_manager
+    idle = threading.Event()
+    bystander = threading.Thread(target=idle.wait, daemon=True)
+    bystander.start()
+    real = sage_queue.SageQueue(sys.argv[1] + "-real", capacity_bytes=65536)
+    path = "/dev/shm/sage_queue." + sys.argv[1]
+    shutil.copyfile("/dev/shm/sage_queue." + real.name, path)
+    real.destroy()
+    with open(path, "r+b") as f:
+        f.seek(int(sys.argv[2]))
+        f.write(struct.pack("<I", bystander.native_id))
+    t0 = time.monotonic()
+    [info] = sage_queue_manager.list_queues([sys.argv[1]])
+    listed = time.monotonic() - t0
+    try:
+        sage_queue.SageQueue.open(sys.argv[1])
+        opened = "attached"
+    except sage_queue.SegmentCorruptError as e:
+        opened = str(e)
+    os.unlink(path)
+    print(info.error, listed, opened, sep=chr(10))
+    """)
+
+
+def test_a_lock_word_naming_an_idle_thread_of_this_process_is_refused_not_waited_for():
+    name = f"afz-own-{uuid.uuid4().hex[:12]}"
+    try:
+        out = subprocess.run([sys.executable, "-c", OWN_THREAD_IN_LOCK_WORD, name, str(FIELDS["mutex.lock"][0])],
+                             capture_output=True, text=True, env=child_env(), timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("listing a segment whose lock word names an idle thread of the lister hung for 30 s")
+    finally:
+        for leftover in (name, name + "-real"):
+            try:
+                os.unlink(segment_file(leftover))
+            except FileNotFoundError:
+                pass
+    assert out.returncode == 0, out.stderr
+    error, listed, opened = out.stdout.splitlines()
+    assert "a thread of this process that is in no queue call" in error and "cleanup --force" in error, error
+    assert float(listed) < 2, f"took {float(listed):.1f} s to refuse it"
+    assert "a thread of this process that is in no queue call" in opened, opened
+
+
 HOLDER = textwrap.dedent(
     """
     import mmap, struct, sys, time

@@ -181,7 +181,74 @@ bool holder_dead(const RecordHeader* r, int32_t holder, uint64_t now) {
     throw SystemError(what + ": " + strerror(err), err);
 }
 
-enum class Wake { changed, slice, deadline };
+// -- which threads of this process are inside lock()..unlock()
+//
+// A lock word is written by the locking thread itself, so a word naming a thread of ours
+// that is in no locked call was not written by a lock: the segment is corrupt. Each
+// thread has an entry (tid, epoch), the epoch odd while it is inside.
+struct LockingThread {
+    std::atomic<int32_t> tid{0};
+    std::atomic<uint64_t> epoch{0};
+};
+constexpr int kMaxLockingThreads = 4096;
+LockingThread locking_threads[kMaxLockingThreads];
+std::atomic<bool> locking_table_full{false};  // then no thread of ours is called impossible
+thread_local LockingThread* my_locking_entry = nullptr;
+
+void forget_locking_threads() {  // in a forked child: only the forking thread is left
+    for (auto& e : locking_threads) {
+        e.tid.store(0, std::memory_order_relaxed);
+        e.epoch.store(0, std::memory_order_relaxed);
+    }
+    my_locking_entry = nullptr;
+}
+
+struct LockingEntryRelease {  // frees the entry when the thread exits
+    ~LockingEntryRelease() {
+        if (my_locking_entry) my_locking_entry->tid.store(0, std::memory_order_release);
+        my_locking_entry = nullptr;
+    }
+};
+
+LockingThread* my_locking_thread() {
+    if (my_locking_entry) return my_locking_entry;
+    static const bool at_fork = (pthread_atfork(nullptr, nullptr, forget_locking_threads), true);
+    (void)at_fork;
+    thread_local LockingEntryRelease release;
+    (void)release;
+    const int32_t me = int32_t(syscall(SYS_gettid));
+    for (auto& e : locking_threads) {
+        int32_t free_slot = 0;
+        if (e.tid.load(std::memory_order_relaxed) == 0 && e.tid.compare_exchange_strong(free_slot, me)) {
+            e.epoch.store(0, std::memory_order_relaxed);
+            return my_locking_entry = &e;
+        }
+    }
+    locking_table_full.store(true);
+    return nullptr;
+}
+
+void enter_locking() {
+    if (LockingThread* e = my_locking_thread()) {
+        e->epoch.store(e->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+#if !defined(__x86_64__)
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // before the lock word's CAS
+#endif
+    }
+}
+
+void leave_locking() {
+    if (LockingThread* e = my_locking_entry)
+        e->epoch.store(e->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+// The epoch of thread `tid` of this process: odd while it is inside lock()..unlock(); an
+// odd value too when we cannot tell (no entry because the table filled up).
+uint64_t locking_epoch(int32_t tid) {
+    for (auto& e : locking_threads)
+        if (e.tid.load(std::memory_order_acquire) == tid) return e.epoch.load(std::memory_order_seq_cst);
+    return locking_table_full.load() ? 1 : 0;
+}
 
 #if defined(__GLIBC__)
 // -- who may hold the lock: the checks lock() makes while it waits
@@ -242,12 +309,22 @@ bool thread_stopped(int tid) {
     return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
 }
 
-// Why thread `tid`, named by the lock word, cannot hold the lock of the segment mapped at
-// `segment`: "" if it may, "?" if we may not look (another user's process).
-std::string impossible_holder(int tid, const void* segment) {
+// Why thread `tid`, named by `word` (the lock word, read as `seen`), cannot hold the lock
+// of the segment mapped at `segment`: "" if it may, "?" if we may not look (another user's
+// process).
+std::string impossible_holder(int tid, const int* word, int seen, const void* segment) {
     if (tid == 0) return "is marked held, by no thread";
     const std::string held = "is held by thread " + std::to_string(tid);
     if (tid == int(syscall(SYS_gettid))) return held + ", this one, which is waiting for it";
+    if (syscall(SYS_tgkill, getpid(), tid, 0) == 0) {
+        // A thread of this process holds a queue's lock only inside lock()..unlock(). Its
+        // epoch, unchanged while the word stayed put, proves it did not just come back.
+        const uint64_t before = locking_epoch(tid);
+        if (before % 2) return "";
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen || locking_epoch(tid) != before) return "";
+        return held + ", a thread of this process that is in no queue call";
+    }
     if (kill(tid, 0) != 0 && errno == ESRCH) return held + ", which does not exist";
     std::vector<Mapping> mine, theirs;
     if (read_mappings("self", mine) != 0) return "?";
@@ -604,6 +681,13 @@ void ShmQueue::lock() {
         throw CorruptSegment("the lock of queue '" + name_ + "' is not a robust process-shared mutex" +
                              kCorruptLockFix);
 #endif
+    enter_locking();
+    struct LeaveUnlessLocked {  // every path that throws leaves without the lock
+        bool locked = false;
+        ~LeaveUnlessLocked() {
+            if (!locked) leave_locking();
+        }
+    } leave;
     int rc = pthread_mutex_trylock(&seg_->mutex);
     // A holder keeps the lock for microseconds: watch the word a little before sleeping.
     for (int i = 0; rc == EBUSY && i < kLockSpins; ++i) {
@@ -624,7 +708,8 @@ void ShmQueue::lock() {
         if (rc == ETIMEDOUT) {
             auto word = [this] { return __atomic_load_n(&seg_->mutex.__data.__lock, __ATOMIC_ACQUIRE); };
             const int seen = word();
-            std::string problem = seen ? impossible_holder(seen & FUTEX_TID_MASK, seg_) : "";
+            std::string problem =
+                seen ? impossible_holder(seen & FUTEX_TID_MASK, &seg_->mutex.__data.__lock, seen, seg_) : "";
             const uint64_t progress = uint64_t(seg_->not_empty_seq.load()) + seg_->not_full_seq.load() +
                                       seg_->join_seq.load();
             if (problem == "?") {
@@ -672,11 +757,15 @@ void ShmQueue::lock() {
     } else if (rc != 0) {
         throw_errno("cannot lock queue '" + name_ + "'", rc);
     }
+    leave.locked = true;
 }
 
 void set_lock_wait_hook(LockWaitHook hook) { lock_wait_hook.store(hook, std::memory_order_release); }
 
-void ShmQueue::unlock() { pthread_mutex_unlock(&seg_->mutex); }
+void ShmQueue::unlock() {
+    pthread_mutex_unlock(&seg_->mutex);
+    leave_locking();
+}
 
 // Every locked section runs between begin() and end(): a holder killed inside it
 // leaves the journal active, and the next locker rolls its changes back.
