@@ -48,7 +48,7 @@ struct RecordHeader {
     int32_t pid;       // producer
     int32_t claimer;   // consumer, once claimed
     uint64_t len;      // payload bytes
-    uint64_t stamp_ns; // CLOCK_MONOTONIC when reserved (then when claimed): age of the holder's hold
+    uint64_t stamp_ns; // CLOCK_MONOTONIC_COARSE when reserved (then when claimed): age of the holder's hold
 };
 static_assert(sizeof(RecordHeader) == kRecordHeader, "record header must be 32 bytes");
 
@@ -115,13 +115,17 @@ double now() {
     return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
-uint64_t now_ns() {
+// Stamps for the liveness age of a hold (kLivenessAgeNs, 20 ms): the coarse clock's few
+// milliseconds of resolution are plenty, and it costs a fraction of a precise read, which
+// every put and get would otherwise pay. The same clock in every process.
+uint64_t stamp_now_ns() {
     timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
 }
 
-double deadline_for(double timeout) { return timeout < 0 ? INFINITY : now() + timeout; }
+// A call that may not block needs no deadline, nor the clock read for one.
+double deadline_for(double timeout) { return timeout == 0 ? 0 : timeout < 0 ? INFINITY : now() + timeout; }
 
 void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -172,7 +176,7 @@ bool pid_alive(int32_t pid) {
 }
 
 // A holder is checked only once its hold is old: a live peer is usually mid-copy, and
-// the check costs a syscall and a /proc read. CLOCK_MONOTONIC is the same for every process.
+// the check costs a syscall and a /proc read. CLOCK_MONOTONIC(_COARSE) is the same for every process.
 bool holder_dead(const RecordHeader* r, int32_t holder, uint64_t now) {
     return now - r->stamp_ns >= kLivenessAgeNs && !pid_alive(holder);
 }
@@ -775,7 +779,8 @@ void ShmQueue::begin(int slot) {
     j.slot_index = slot;
     if (slot >= 0) j.saved_slot = {seg_->slots[slot].pid.load(), seg_->slots[slot].outstanding};
     j.active.store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // The journal before any change it covers (no full fence needed: stores only).
+    std::atomic_thread_fence(std::memory_order_release);
 }
 
 void ShmQueue::end() { seg_->journal.active.store(0, std::memory_order_release); }
@@ -875,7 +880,7 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
 
 bool ShmQueue::reclaim_space_locked() {
     Counters& c = seg_->c;
-    const uint64_t t = now_ns();
+    const uint64_t t = stamp_now_ns();
     const uint64_t cap = seg_->capacity;
     bool moved = false;
     while (c.head < c.read) {
@@ -948,7 +953,7 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
                     }
                     if (p - c.head <= cap) {
                         uint64_t q = c.tail;
-                        const uint64_t stamp = now_ns();
+                        const uint64_t stamp = stamp_now_ns();
                         for (size_t i = 0; i < n; ++i) {
                             if (offsets[i] != q) {  // padding up to the ring's end
                                 auto* pad = reinterpret_cast<RecordHeader*>(ring_ + q % cap);
@@ -1036,7 +1041,7 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
                 if (st == kPad) {
                     c.read += size;
                 } else if (st == kReserved) {
-                    if (!t) t = now_ns();
+                    if (!t) t = stamp_now_ns();
                     if (!holder_dead(r, r->pid, t)) break;
                     r->state.store(kAbandoned);  // its producer died before committing it
                     c.read += size;
@@ -1045,7 +1050,7 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
                     c.stats.abandoned_records++;
                 } else if (st == kCommitted) {
                     if (!out.empty() && bytes + r->len > max_bytes) break;
-                    if (!t) t = now_ns();
+                    if (!t) t = stamp_now_ns();
                     r->claimer = pid_;
                     r->stamp_ns = t;
                     r->state.store(kClaimed, std::memory_order_relaxed);
