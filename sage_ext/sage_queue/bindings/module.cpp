@@ -6,7 +6,6 @@
 #include <cerrno>
 #include <cmath>
 #include <algorithm>
-#include <ctime>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -177,12 +176,6 @@ auto gil_held(Call&& call) {
 unsigned long main_thread_ident = 0;  // threading.main_thread().ident: where signal handlers run
 constexpr double kSignalSlice = 0.1;  // seconds a blocked main thread goes without running them
 
-double monotonic() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
 // A core call that may block (call(timeout) -> Status), run with the GIL released. Signal
 // handlers run while it waits, as they do in queue.Queue.get(): a signal wakes the core
 // (interrupted), and the main thread also looks every kSignalSlice, since a signal that
@@ -190,9 +183,9 @@ double monotonic() {
 template <class Call>
 Status blocking(Call&& call, double timeout) {
     const bool main = PyThread_get_thread_ident() == main_thread_ident;
-    const double deadline = timeout < 0 ? INFINITY : monotonic() + timeout;
+    const double deadline = timeout < 0 ? INFINITY : sage::monotonic_seconds() + timeout;
     for (;;) {
-        const double left = std::max(0.0, deadline - monotonic());
+        const double left = std::max(0.0, deadline - sage::monotonic_seconds());
         const double slice = main ? std::min(left, kSignalSlice) : left;
         Status st;
         {

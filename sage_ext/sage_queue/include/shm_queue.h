@@ -64,6 +64,8 @@ constexpr double kForever = -1.0;        // timeout value: block until done
 
 struct Segment;  // the shared header, defined in shm_queue.cpp
 
+double monotonic_seconds();  // CLOCK_MONOTONIC: the clock every timeout is measured on
+
 // Called on a thread that is about to sleep on a queue's lock held by another thread
 // (after a short spin). The Python binding drops the GIL there: the holder may need the
 // GIL before it can release the lock, so sleeping on it with the GIL held could deadlock.

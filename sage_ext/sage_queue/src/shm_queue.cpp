@@ -103,17 +103,18 @@ struct Segment {
     alignas(64) Slot slots[kMaxSlots];
 };
 
+double monotonic_seconds() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
 namespace {
 
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 uint64_t record_size(uint64_t payload) { return round_up(kRecordHeader + payload, kRecordHeader); }
 uint64_t ring_offset() { return round_up(sizeof(Segment), kPage); }
 
-double now() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
 
 // Stamps for the liveness age of a hold (kLivenessAgeNs, 20 ms): the coarse clock's few
 // milliseconds of resolution are plenty, and it costs a fraction of a precise read, which
@@ -125,7 +126,7 @@ uint64_t stamp_now_ns() {
 }
 
 // A call that may not block needs no deadline, nor the clock read for one.
-double deadline_for(double timeout) { return timeout == 0 ? 0 : timeout < 0 ? INFINITY : now() + timeout; }
+double deadline_for(double timeout) { return timeout == 0 ? 0 : timeout < 0 ? INFINITY : monotonic_seconds() + timeout; }
 
 void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -469,7 +470,7 @@ ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t ma
             seg_->ready.store(1, std::memory_order_release);
         } else {
             // The creator may still be sizing or initialising the segment.
-            const double give_up = now() + kInitWaitSeconds;
+            const double give_up = monotonic_seconds() + kInitWaitSeconds;
             struct stat st{};
             for (;;) {
                 if (fstat(fd, &st) != 0) {
@@ -492,7 +493,7 @@ ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t ma
                     munmap(probe, ring_offset());
                     if (ready || foreign) break;
                 }
-                if (now() > give_up) {
+                if (monotonic_seconds() > give_up) {
                     ::close(fd);
                     throw CorruptSegment("queue '" + name + "' was never initialised (its creator may have died "
                                          "while creating it); remove it with `python -m "
@@ -720,7 +721,7 @@ void ShmQueue::lock() {
                 // A holder we may not look into: corrupt only if it kept the lock, running,
                 // for seconds while the queue made no progress.
                 problem.clear();
-                const double t = now();
+                const double t = monotonic_seconds();
                 if (seen != stuck_word || progress != stuck_progress || thread_stopped(seen & FUTEX_TID_MASK)) {
                     stuck_word = seen;
                     stuck_progress = progress;
@@ -838,7 +839,7 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
                          bool check_liveness) {
     auto& seq = *static_cast<std::atomic<uint32_t>*>(seq_word);
     auto& sleepers = *static_cast<std::atomic<uint32_t>*>(sleepers_word);
-    const double start = now();
+    const double start = monotonic_seconds();
     // Spin briefly: most waits end within microseconds, and sleeping costs a syscall each way.
     // The budget adapts to how long waits really last: if the event came within the longest
     // spin, spinning pays and the budget is full; if it came later (say the peer needed this
@@ -848,17 +849,17 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
         if (seq.load(std::memory_order_acquire) != seen) return Status::ok;
         cpu_relax();
         if ((i & 63) == 63) {
-            double t = now();
+            double t = monotonic_seconds();
             if (t >= deadline) return Status::timeout;
             if (t - start >= budget) break;
         }
     }
     auto learn = [&] {
-        spin_budget_.store(now() - start <= kMaxSpinSeconds ? kMaxSpinSeconds : budget / 2,
+        spin_budget_.store(monotonic_seconds() - start <= kMaxSpinSeconds ? kMaxSpinSeconds : budget / 2,
                            std::memory_order_relaxed);
     };
     for (;;) {
-        double t = now();
+        double t = monotonic_seconds();
         if (t >= deadline) return Status::timeout;
         double left = deadline - t;
         if (check_liveness && left > kLivenessSlice) left = kLivenessSlice;
@@ -872,7 +873,7 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
             learn();
             return Status::ok;
         }
-        if (check_liveness && now() - t >= kLivenessSlice * 0.9) return Status::ok;  // caller rechecks peers
+        if (check_liveness && monotonic_seconds() - t >= kLivenessSlice * 0.9) return Status::ok;  // caller rechecks peers
     }
 }
 
