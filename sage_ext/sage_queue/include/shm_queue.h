@@ -19,6 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "process_identity.h"
+#include "segment_file.h"
+
 namespace sage {
 
 // Errors the binding translates to Python exceptions.
@@ -28,6 +31,8 @@ struct SystemError : std::runtime_error {  // an OS call failed: errno kept
     SystemError(const std::string& what, int e) : std::runtime_error(what), err(e) {}
 };
 struct CorruptSegment : std::runtime_error { using std::runtime_error::runtime_error; };
+// The file at a queue's name is not one we may use (see segment_file.h).
+struct UntrustedSegment : std::runtime_error { using std::runtime_error::runtime_error; };
 
 // interrupted: a signal arrived while the call slept; the caller runs its handlers and
 // calls again with what is left of its timeout.
@@ -49,20 +54,22 @@ struct Stats {  // shared counters, updated under the lock
 
 struct Info {  // one consistent snapshot of the header
     uint64_t capacity_bytes, maxsize, items, unfinished, used_bytes;
+    uint32_t waiting_getters, waiting_putters, waiting_joiners;  // callers asleep in each wait
     uint64_t head, read, tail;
     bool closed, persistent;
     uint32_t version;
     int32_t creator_pid;
     Stats stats;
-    std::vector<std::pair<int32_t, bool>> attached;  // pid, alive
+    std::vector<std::pair<int32_t, Liveness>> attached;  // pid (in its own namespace), liveness
 };
 
 constexpr size_t kRecordHeader = 32;     // bytes before each payload; also the record alignment
 constexpr size_t kMaxNameLength = 200;
-constexpr uint32_t kLayoutVersion = 2;  // 2: records may hold the item codec (tag 3)
+constexpr uint32_t kLayoutVersion = 3;  // 3: holders and slots carry process start times
 constexpr double kForever = -1.0;        // timeout value: block until done
 
-struct Segment;  // the shared header, defined in shm_queue.cpp
+struct Segment;   // the shared header, defined in shm_queue.cpp
+struct Counters;  // its ring positions and counters
 
 double monotonic_seconds();  // CLOCK_MONOTONIC: the clock every timeout is measured on
 
@@ -95,7 +102,11 @@ public:
     void close();                                   // no more puts; wakes every waiter
     void unlink();                                  // remove the name now; mappings stay valid
     void detach();                                  // idempotent; the last live user unlinks
-    void after_fork_in_child();                     // take a slot of our own in a forked child
+    // Around fork(): the parent reserves a slot for the child before it exists, so the
+    // child counts as a user from the first instant; the child takes it over.
+    void before_fork();
+    void after_fork_in_parent();
+    void after_fork_in_child();
 
     // Held by the binding around every call that touches the mapping, so detach()
     // from another thread waits for it instead of unmapping under its feet.
@@ -112,8 +123,8 @@ public:
     uint64_t qsize() const;
     Info info() const;
     const std::string& name() const { return name_; }
-    uint64_t capacity_bytes() const;
-    uint64_t maxsize() const;
+    uint64_t capacity_bytes() const { return cap_; }
+    uint64_t maxsize() const { return maxsize_; }
     bool attached() const { return seg_ != nullptr && !detaching(); }
     bool detaching() const;
 
@@ -122,23 +133,35 @@ public:
 
 private:
     class Section;  // RAII locked section, see shm_queue.cpp
+    void create_segment(int fd, uint64_t capacity_bytes, uint64_t maxsize, bool persistent);
+    void attach_segment(int fd, uint64_t file_size, uint64_t capacity_bytes, uint64_t maxsize);
+    enum class Joined { ok, removed, stale };
+    Joined join_users(bool take_slot);
     void lock();
     void unlock();
-    void recover_locked();
-    void rollback_locked(bool own);
-    void begin(int slot);
-    void end();
-    bool reclaim_space_locked();
+    void rollback_locked(const void* own_saved);
     void reap_dead_slots();
-    int take_slot_locked();
+    int take_slot_locked(int prefer = -1);
+    Liveness slot_liveness(int index) const;
+    Liveness holder_liveness(int32_t pid, uint32_t start32) const;
+    bool remove_name();
+    bool reclaim_space_locked(Counters& c);
+    bool holder_dead(const void* record, uint64_t now) const;
     Status wait_on(void* seq_word, void* sleepers_word, uint32_t seen, double deadline, bool check_liveness);
 
     std::string name_;
     Segment* seg_ = nullptr;
+    // The geometry, read once from the header at attach and checked: the header's copy is
+    // never trusted again (anything may write it after we checked).
     size_t map_size_ = 0;
+    uint64_t cap_ = 0;
+    uint64_t maxsize_ = 0;
+    bool persistent_ = false;
+    FileId file_;  // the file we mapped: the name is removed only while it still refers to it
     uint8_t* ring_ = nullptr;
     int slot_ = -1;
-    int pid_ = 0;
+    int fork_slot_ = -1;  // reserved by before_fork() for the child about to be born
+    ProcessIdentity me_{};
     std::atomic<int> users_{0};
     std::atomic<bool> detaching_{false};
     std::atomic<double> spin_budget_{20e-6};  // seconds; adapts to whether spinning pays off

@@ -1,4 +1,12 @@
 // Implementation of the protocol described in include/shm_queue.h.
+//
+// Shared memory is input: whatever any process wrote there, every value read from the
+// segment after attach is read once into a local, checked, and only then used. The
+// geometry (capacity, maxsize, ring offset) is kept privately from attach; the counters
+// are checked at the start of every locked section; each record's length is checked
+// against the ring before it is followed. A violation is CorruptSegment, with the section
+// rolled back and the lock released, never a signal, a write outside the mapping or a
+// wait without end.
 #include "shm_queue.h"
 
 #include <algorithm>
@@ -17,8 +25,21 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <utility>
+
+#include "lock_holder.h"
 
 namespace sage {
+
+struct Counters {  // everything a locked section may change, saved by the journal
+    uint64_t head;        // oldest byte not yet freed
+    uint64_t read;        // next record to claim
+    uint64_t tail;        // next byte to reserve
+    uint64_t items;       // records reserved or committed, not yet claimed
+    uint64_t unfinished;  // puts not yet matched by task_done
+    Stats stats;
+};
+
 namespace {
 
 constexpr uint64_t kMagic = 0x3145554555514753ULL;  // "SGQUEUE1" in memory order
@@ -27,12 +48,15 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kDefaultCapacity = 8ULL << 20;
 constexpr uint64_t kMinCapacity = kPage;
 constexpr uint64_t kMaxCapacity = 1ULL << 40;
+constexpr uint64_t kMaxMaxsize = 1ULL << 40;
+constexpr uint64_t kMaxOffset = 1ULL << 62;   // ring positions stay below: no sum of them overflows
 constexpr double kMaxSpinSeconds = 20e-6;    // a futex wake costs ~10 us each way on small VMs
 constexpr double kLivenessSlice = 0.02;      // how often a waiter checks for dead peers
 constexpr uint64_t kLivenessAgeNs = 20000000; // a record held longer than this gets its holder checked
 constexpr uint64_t kLargeRecord = 64 * 1024;  // signal consumers before starting a copy this long
 constexpr double kInitWaitSeconds = 2.0;     // how long an opener waits for a creator to finish
 constexpr int kLockSpins = 256;              // ~10 us of watching a held lock before sleeping on it
+constexpr const char* kCleanup = "; remove it with `sage queue cleanup --force`";
 
 std::atomic<LockWaitHook> lock_wait_hook{nullptr};
 
@@ -45,29 +69,24 @@ struct RecordHeader {
     uint8_t tag;
     uint8_t unused0;
     uint16_t nparts;
-    int32_t pid;       // producer
-    int32_t claimer;   // consumer, once claimed
-    uint64_t len;      // payload bytes
-    uint64_t stamp_ns; // CLOCK_MONOTONIC_COARSE when reserved (then when claimed): age of the holder's hold
+    int32_t holder;         // the producer while reserved, the consumer once claimed
+    uint32_t holder_start;  // low 32 bits of the holder's start time: a reused pid is not it
+    uint64_t len;           // payload bytes
+    uint64_t stamp_ns;      // CLOCK_MONOTONIC_COARSE when reserved (then when claimed): age of the hold
 };
 static_assert(sizeof(RecordHeader) == kRecordHeader, "record header must be 32 bytes");
 
+constexpr uint32_t kSlotForChild = 1;  // reserved by a parent for the child it is forking
+
 struct Slot {  // one attached handle
     std::atomic<int32_t> pid;
-    uint32_t unused;
+    uint32_t flags;
+    uint64_t start;        // with pid, the process's identity (process_identity.h)
+    uint64_t pidns;        // its pid namespace
     uint64_t outstanding;  // records this handle got and has not task_done'd
 };
 
-struct SlotCopy { int32_t pid; uint64_t outstanding; };
-
-struct Counters {  // everything a locked section may change, saved by the journal
-    uint64_t head;        // oldest byte not yet freed
-    uint64_t read;        // next record to claim
-    uint64_t tail;        // next byte to reserve
-    uint64_t items;       // records reserved or committed, not yet claimed
-    uint64_t unfinished;  // puts not yet matched by task_done
-    Stats stats;
-};
+struct SlotCopy { int32_t pid; uint32_t flags; uint64_t start, pidns, outstanding; };
 
 struct Journal {
     std::atomic<uint32_t> active;
@@ -115,7 +134,6 @@ uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 uint64_t record_size(uint64_t payload) { return round_up(kRecordHeader + payload, kRecordHeader); }
 uint64_t ring_offset() { return round_up(sizeof(Segment), kPage); }
 
-
 // Stamps for the liveness age of a hold (kLivenessAgeNs, 20 ms): the coarse clock's few
 // milliseconds of resolution are plenty, and it costs a fraction of a precise read, which
 // every put and get would otherwise pay. The same clock in every process.
@@ -157,221 +175,91 @@ void signal(std::atomic<uint32_t>& seq, std::atomic<uint32_t>& sleepers) {
     if (sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&seq);
 }
 
-// A zombie still answers kill(pid, 0), so read its state from /proc as well.
-bool pid_alive(int32_t pid) {
-    if (pid <= 0) return false;
-    if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno != ENOENT;
-    char buf[512];
-    ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    if (n <= 0) return true;
-    buf[n] = 0;
-    const char* paren = strrchr(buf, ')');
-    if (!paren || paren[1] == 0 || paren[2] == 0) return true;
-    char state = paren[2];
-    return state != 'Z' && state != 'X';
-}
-
-// A holder is checked only once its hold is old: a live peer is usually mid-copy, and
-// the check costs a syscall and a /proc read. CLOCK_MONOTONIC(_COARSE) is the same for every process.
-bool holder_dead(const RecordHeader* r, int32_t holder, uint64_t now) {
-    return now - r->stamp_ns >= kLivenessAgeNs && !pid_alive(holder);
-}
-
 [[noreturn]] void throw_errno(const std::string& what, int err) {
     throw SystemError(what + ": " + strerror(err), err);
 }
 
-// -- which threads of this process are inside lock()..unlock()
-//
-// A lock word is written by the locking thread itself, so a word naming a thread of ours
-// that is in no locked call was not written by a lock: the segment is corrupt. Each
-// thread has an entry (tid, epoch), the epoch odd while it is inside.
-struct LockingThread {
-    std::atomic<int32_t> tid{0};
-    std::atomic<uint64_t> epoch{0};
-};
-constexpr int kMaxLockingThreads = 4096;
-LockingThread locking_threads[kMaxLockingThreads];
-std::atomic<bool> locking_table_full{false};  // then no thread of ours is called impossible
-thread_local LockingThread* my_locking_entry = nullptr;
-
-void forget_locking_threads() {  // in a forked child: only the forking thread is left
-    for (auto& e : locking_threads) {
-        e.tid.store(0, std::memory_order_relaxed);
-        e.epoch.store(0, std::memory_order_relaxed);
-    }
-    my_locking_entry = nullptr;
-}
-
-struct LockingEntryRelease {  // frees the entry when the thread exits
-    ~LockingEntryRelease() {
-        if (my_locking_entry) my_locking_entry->tid.store(0, std::memory_order_release);
-        my_locking_entry = nullptr;
-    }
-};
-
-LockingThread* my_locking_thread() {
-    if (my_locking_entry) return my_locking_entry;
-    static const bool at_fork = (pthread_atfork(nullptr, nullptr, forget_locking_threads), true);
-    (void)at_fork;
-    thread_local LockingEntryRelease release;
-    (void)release;
-    const int32_t me = int32_t(syscall(SYS_gettid));
-    for (auto& e : locking_threads) {
-        int32_t free_slot = 0;
-        if (e.tid.load(std::memory_order_relaxed) == 0 && e.tid.compare_exchange_strong(free_slot, me)) {
-            e.epoch.store(0, std::memory_order_relaxed);
-            return my_locking_entry = &e;
-        }
-    }
-    locking_table_full.store(true);
+// What is wrong with ring positions and item count `c` in a ring of `cap` bytes; nullptr
+// if nothing. Every loop over records is bounded by these: read walks at most one ring.
+const char* counters_problem(const Counters& c, uint64_t cap) {
+    if (!(c.head <= c.read && c.read <= c.tail)) return "its ring positions are out of order";
+    if (c.tail >= kMaxOffset) return "its ring positions are out of range";
+    if (c.tail - c.head > cap) return "its ring holds more bytes than it has";
+    if (c.head % kRecordHeader || c.read % kRecordHeader || c.tail % kRecordHeader)
+        return "its ring positions are misaligned";
+    if (c.items > (c.tail - c.read) / kRecordHeader) return "its item count exceeds its records";
     return nullptr;
 }
 
-void enter_locking() {
-    if (LockingThread* e = my_locking_thread()) {
-        e->epoch.store(e->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
-#if !defined(__x86_64__)
-        std::atomic_thread_fence(std::memory_order_seq_cst);  // before the lock word's CAS
-#endif
+// One record header, read once. `len` and `size` are valid only if `fits`.
+struct RecordFacts {
+    uint32_t state;
+    uint64_t len, size;
+    bool fits;  // its length is within the ring and the record ends where it may (`limit`)
+};
+
+RecordFacts read_record(const RecordHeader* r, uint64_t offset, uint64_t limit, uint64_t cap) {
+    RecordFacts f{r->state.load(std::memory_order_acquire), __atomic_load_n(&r->len, __ATOMIC_RELAXED), 0, false};
+    if (f.len <= cap) {
+        f.size = record_size(f.len);
+        f.fits = offset % cap + f.size <= cap && f.size <= limit - offset;
     }
+    return f;
 }
-
-void leave_locking() {
-    if (LockingThread* e = my_locking_entry)
-        e->epoch.store(e->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-}
-
-// The epoch of thread `tid` of this process: odd while it is inside lock()..unlock(); an
-// odd value too when we cannot tell (no entry because the table filled up).
-uint64_t locking_epoch(int32_t tid) {
-    for (auto& e : locking_threads)
-        if (e.tid.load(std::memory_order_acquire) == tid) return e.epoch.load(std::memory_order_seq_cst);
-    return locking_table_full.load() ? 1 : 0;
-}
-
-#if defined(__GLIBC__)
-// -- who may hold the lock: the checks lock() makes while it waits
-
-constexpr const char* kCorruptLockFix = ": the segment is corrupt; remove it with `python -m "
-                                        "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`";
-
-// The __kind glibc gives a robust process-shared mutex. A corrupt kind sends glibc down
-// paths that abort the process (an out-of-range priority ceiling asserts).
-int robust_shared_mutex_kind() {
-    static const int kind = [] {
-        pthread_mutexattr_t attr;
-        pthread_mutexattr_init(&attr);
-        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-        pthread_mutex_t m;
-        pthread_mutex_init(&m, &attr);
-        pthread_mutexattr_destroy(&attr);
-        int k = m.__data.__kind;
-        pthread_mutex_destroy(&m);
-        return k;
-    }();
-    return kind;
-}
-
-struct Mapping { unsigned long start; unsigned major, minor; unsigned long inode; };
-
-// Each mapping's start, device and inode in /proc/<pid>/maps; returns 0 or errno.
-int read_mappings(const std::string& pid, std::vector<Mapping>& out) {
-    int fd = ::open(("/proc/" + pid + "/maps").c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    std::string text;
-    char buf[16384];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, size_t(n));
-    int err = n < 0 ? errno : 0;
-    ::close(fd);
-    for (size_t at = 0, end; at < text.size(); at = end + 1) {
-        end = std::min(text.find('\n', at), text.size());
-        const std::string line = text.substr(at, end - at);
-        Mapping m{};
-        if (sscanf(line.c_str(), "%lx-%*x %*s %*x %x:%x %lu", &m.start, &m.major, &m.minor, &m.inode) == 4)
-            out.push_back(m);
-    }
-    return err;
-}
-
-// Stopped by a signal or a debugger: a long hold is explained.
-bool thread_stopped(int tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", tid);
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    buf[n > 0 ? n : 0] = 0;
-    const char* paren = strrchr(buf, ')');
-    return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
-}
-
-// Why thread `tid`, named by `word` (the lock word, read as `seen`), cannot hold the lock
-// of the segment mapped at `segment`: "" if it may, "?" if we may not look (another user's
-// process).
-std::string impossible_holder(int tid, const int* word, int seen, const void* segment) {
-    if (tid == 0) return "is marked held, by no thread";
-    const std::string held = "is held by thread " + std::to_string(tid);
-    if (tid == int(syscall(SYS_gettid))) return held + ", this one, which is waiting for it";
-    if (syscall(SYS_tgkill, getpid(), tid, 0) == 0) {
-        // A thread of this process holds a queue's lock only inside lock()..unlock(). Its
-        // epoch, unchanged while the word stayed put, proves it did not just come back.
-        const uint64_t before = locking_epoch(tid);
-        if (before % 2) return "";
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen || locking_epoch(tid) != before) return "";
-        return held + ", a thread of this process that is in no queue call";
-    }
-    if (kill(tid, 0) != 0 && errno == ESRCH) return held + ", which does not exist";
-    std::vector<Mapping> mine, theirs;
-    if (read_mappings("self", mine) != 0) return "?";
-    auto ours = std::find_if(mine.begin(), mine.end(),
-                             [&](const Mapping& m) { return m.start == uintptr_t(segment); });
-    if (ours == mine.end()) return "?";
-    int err = read_mappings(std::to_string(tid), theirs);
-    if (err == ENOENT || err == ESRCH) return held + ", which does not exist";
-    if (err != 0) return "?";
-    for (const Mapping& m : theirs)
-        if (m.major == ours->major && m.minor == ours->minor && m.inode == ours->inode) return "";
-    return held + ", which does not have the queue mapped";
-}
-#endif
 
 }  // namespace
 
-// A locked section: the lock plus, unless journal=false, the undo journal. If the
-// section throws (a corrupt record, say), its changes are rolled back and the lock
-// released, exactly as if its holder had died.
+// A locked section: the lock, the counters read once and checked, and unless
+// journal=false the undo journal. Work is done on the section's copy of the counters,
+// stored back when the section ends. If the section throws (a corrupt record, say), its
+// changes are rolled back and the lock released, exactly as if its holder had died.
 class ShmQueue::Section {
 public:
     Section(ShmQueue& q, int slot, bool journal = true)
         : q_(q), journal_(journal), exceptions_(std::uncaught_exceptions()) {
         q_.lock();
-        if (journal_) q_.begin(slot);
+        Segment* s = q_.seg_;
+        c_ = s->c;
+        if (const char* problem = counters_problem(c_, q_.cap_)) {
+            q_.unlock();
+            throw CorruptSegment("queue '" + q_.name_ + "' is corrupt: " + problem + kCleanup);
+        }
+        if (journal_) {
+            saved_ = c_;
+            Journal& j = s->journal;
+            j.saved = c_;
+            j.slot_index = slot;
+            if (slot >= 0) {
+                const Slot& sl = s->slots[slot];
+                j.saved_slot = {sl.pid.load(), sl.flags, sl.start, sl.pidns, sl.outstanding};
+            }
+            j.active.store(1, std::memory_order_relaxed);
+            // The journal before any change it covers (no full fence needed: stores only).
+            std::atomic_thread_fence(std::memory_order_release);
+        }
     }
     ~Section() {
-        if (journal_) {
-            // A destructor must not throw: rolling back its own journal cannot fail.
-            if (std::uncaught_exceptions() > exceptions_) q_.rollback_locked(/*own=*/true);
-            q_.end();
+        Segment* s = q_.seg_;
+        if (std::uncaught_exceptions() > exceptions_) {
+            // A destructor must not throw: rolling back from our own private copy cannot fail.
+            if (journal_) q_.rollback_locked(&saved_);
+        } else if (journal_) {
+            s->c = c_;
         }
+        if (journal_) s->journal.active.store(0, std::memory_order_release);
         q_.unlock();
     }
     Section(const Section&) = delete;
     Section& operator=(const Section&) = delete;
 
+    Counters& counters() { return c_; }  // checked; stored back at the end (journal sections)
+
 private:
     ShmQueue& q_;
     const bool journal_;
     const int exceptions_;
+    Counters c_;
+    Counters saved_;
 };
 
 // ---------------------------------------------------------------- names
@@ -402,173 +290,198 @@ void ShmQueue::validate_name(const std::string& name) {
 
 ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
                    OpenMode mode)
-    : name_(name), pid_(getpid()) {
+    : name_(name), me_(self_identity()) {
     validate_name(name);
     if (capacity_bytes != 0 && (capacity_bytes < kMinCapacity || capacity_bytes > kMaxCapacity))
         throw InvalidArgument("capacity_bytes must be between " + std::to_string(kMinCapacity) + " and " +
                               std::to_string(kMaxCapacity) + ", got " + std::to_string(capacity_bytes));
-    if (maxsize > (1ULL << 40)) throw InvalidArgument("maxsize is too large: " + std::to_string(maxsize));
+    if (maxsize > kMaxMaxsize) throw InvalidArgument("maxsize is too large: " + std::to_string(maxsize));
     const std::string path = segment_path(name);
 
     for (int attempt = 0; attempt < 5; ++attempt) {
-        bool created = false;
-        int fd = -1;
         if (mode == OpenMode::open_or_create || mode == OpenMode::create_only) {
-            fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-            if (fd >= 0) created = true;
-            else if (errno != EEXIST || mode == OpenMode::create_only)
+            int fd = create_segment_file(path, file_);
+            if (fd >= 0) {
+                FileDescriptor owned(fd);
+                create_segment(fd, capacity_bytes, maxsize, persistent);
+                return;
+            }
+            if (errno != EEXIST || mode == OpenMode::create_only)
                 throw_errno("cannot create queue '" + name + "'", errno);
         }
-        if (!created) {
-            fd = shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
-            if (fd < 0) {
-                if (errno == ENOENT && mode == OpenMode::open_or_create) continue;  // unlinked meanwhile
-                throw_errno("cannot open queue '" + name + "'", errno);
-            }
+        uint64_t file_size = 0;
+        FileDescriptor fd(open_trusted_segment_file(path, name, file_, file_size));
+        if (!fd.valid()) {
+            if (mode == OpenMode::open_or_create) continue;  // removed meanwhile: create it
+            throw SystemError("no queue named '" + name + "' (no file " + shm_file_path(path) + ")", ENOENT);
         }
-
-        if (created) {
-            const uint64_t cap = round_up(capacity_bytes ? capacity_bytes : kDefaultCapacity, kPage);
-            const uint64_t total = ring_offset() + cap;
-            fchmod(fd, 0600);  // never wider than owner-only, whatever the umask
-            int rc = ftruncate(fd, off_t(total)) == 0 ? 0 : errno;
-            // Reserve the pages now: a full /dev/shm is an error here, not a SIGBUS later.
-            if (rc == 0) rc = posix_fallocate(fd, 0, off_t(total));
-            if (rc != 0) {
-                ::close(fd);
-                shm_unlink(path.c_str());
-                if (rc == ENOSPC)
-                    throw SystemError("not enough room in /dev/shm for queue '" + name + "' (" +
-                                      std::to_string(total) + " bytes); free space there, pass a smaller "
-                                      "capacity_bytes, or give the container more (docker run --shm-size=256m)", rc);
-                throw_errno("cannot size queue '" + name + "'", rc);
-            }
-            void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-            ::close(fd);
-            if (mem == MAP_FAILED) {
-                int e = errno;
-                shm_unlink(path.c_str());
-                throw_errno("cannot map queue '" + name + "'", e);
-            }
-            seg_ = static_cast<Segment*>(mem);
-            map_size_ = total;
-            seg_->magic = kMagic;
-            seg_->version = kLayoutVersion;
-            seg_->header_bytes = sizeof(Segment);
-            seg_->capacity = cap;
-            seg_->maxsize = maxsize;
-            seg_->ring_offset = ring_offset();
-            seg_->total_bytes = total;
-            seg_->persistent = persistent ? 1 : 0;
-            seg_->creator_pid = pid_;
-            pthread_mutexattr_t attr;
-            pthread_mutexattr_init(&attr);
-            pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-            pthread_mutex_init(&seg_->mutex, &attr);
-            pthread_mutexattr_destroy(&attr);
-            seg_->ready.store(1, std::memory_order_release);
-        } else {
-            // The creator may still be sizing or initialising the segment.
-            const double give_up = monotonic_seconds() + kInitWaitSeconds;
-            struct stat st{};
-            for (;;) {
-                if (fstat(fd, &st) != 0) {
-                    int e = errno;
-                    ::close(fd);
-                    throw_errno("cannot stat queue '" + name + "'", e);
-                }
-                if (st.st_size > 0 && uint64_t(st.st_size) < ring_offset() + kMinCapacity) {
-                    ::close(fd);  // a creator sizes the file in one step: this one is not ours
-                    throw CorruptSegment("cannot attach to queue '" + name + "': its file is only " +
-                                         std::to_string(st.st_size) + " bytes, too small to be a sage_queue");
-                }
-                if (uint64_t(st.st_size) >= ring_offset() + kMinCapacity) {
-                    void* probe = mmap(nullptr, ring_offset(), PROT_READ, MAP_SHARED, fd, 0);
-                    if (probe == MAP_FAILED) break;
-                    const Segment* head = static_cast<Segment*>(probe);
-                    bool ready = head->ready.load(std::memory_order_acquire) == 1;
-                    // A creator's freshly sized file is all zeros: other bytes mean it is not ours.
-                    bool foreign = head->magic != 0 && head->magic != kMagic;
-                    munmap(probe, ring_offset());
-                    if (ready || foreign) break;
-                }
-                if (monotonic_seconds() > give_up) {
-                    ::close(fd);
-                    throw CorruptSegment("queue '" + name + "' was never initialised (its creator may have died "
-                                         "while creating it); remove it with `python -m "
-                                         "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`");
-                }
-                usleep(1000);  // only while another process is creating the segment
-            }
-            const uint64_t size = uint64_t(st.st_size);
-            void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-            ::close(fd);
-            if (mem == MAP_FAILED) throw_errno("cannot map queue '" + name + "'", errno);
-            Segment* s = static_cast<Segment*>(mem);
-            std::string problem;
-            if (s->magic != kMagic) problem = "it is not a sage_queue segment (bad magic)";
-            else if (s->version != kLayoutVersion)
-                problem = "its layout version is " + std::to_string(s->version) + ", this build reads " +
-                          std::to_string(kLayoutVersion);
-            else if (s->header_bytes != sizeof(Segment) || s->ring_offset != ring_offset())
-                problem = "its header size does not match this build";
-            else if (s->capacity < kMinCapacity || s->capacity > kMaxCapacity || s->capacity % kPage ||
-                     s->total_bytes != s->ring_offset + s->capacity || s->total_bytes != size)
-                problem = "its sizes are inconsistent (capacity " + std::to_string(s->capacity) + ", file " +
-                          std::to_string(size) + " bytes)";
-            else if (s->maxsize > (1ULL << 40)) problem = "its maxsize is out of range";
-            if (!problem.empty()) {
-                munmap(mem, size);
-                throw CorruptSegment("cannot attach to queue '" + name + "': " + problem);
-            }
-            seg_ = s;
-            map_size_ = size;
-            if (capacity_bytes && round_up(capacity_bytes, kPage) != s->capacity) {
-                uint64_t have = s->capacity;
-                munmap(mem, size);
-                seg_ = nullptr;
-                throw InvalidArgument("queue '" + name + "' exists with capacity_bytes=" + std::to_string(have) +
-                                      ", not " + std::to_string(capacity_bytes) +
-                                      "; open it without capacity_bytes or use another name");
-            }
-            if (maxsize && maxsize != s->maxsize) {
-                uint64_t have = s->maxsize;
-                munmap(mem, size);
-                seg_ = nullptr;
-                throw InvalidArgument("queue '" + name + "' exists with maxsize=" + std::to_string(have) + ", not " +
-                                      std::to_string(maxsize) + "; open it without maxsize or use another name");
-            }
-        }
-        ring_ = reinterpret_cast<uint8_t*>(seg_) + seg_->ring_offset;
-
-        if (mode == OpenMode::inspect) return;  // no slot, never unlinks
-        reap_dead_slots();
-        bool sane, gone;
-        int slot = -1;
-        {
-            Section section(*this, -1);
-            const Counters& c = seg_->c;
-            sane = c.head <= c.read && c.read <= c.tail && c.tail - c.head <= seg_->capacity &&
-                   c.head % kRecordHeader == 0 && c.read % kRecordHeader == 0 && c.tail % kRecordHeader == 0;
-            gone = seg_->unlinked.load() != 0;
-            if (sane && !gone) slot = take_slot_locked();
-        }
-        if (!sane) {
+        attach_segment(fd.get(), file_size, capacity_bytes, maxsize);
+        // From here on the mapping is ours to undo if joining fails.
+        Joined joined;
+        try {
+            joined = join_users(mode != OpenMode::inspect);
+        } catch (...) {
             munmap(seg_, map_size_);
             seg_ = nullptr;
-            throw CorruptSegment("cannot attach to queue '" + name + "': its ring offsets are inconsistent");
+            throw;
         }
-        if (!gone) {
-            slot_ = slot;
-            return;
-        }
-        munmap(seg_, map_size_);  // raced with the last user's unlink: start over
+        if (joined == Joined::ok) return;
+        munmap(seg_, map_size_);
         seg_ = nullptr;
-        if (mode == OpenMode::open_only) throw SystemError("queue '" + name + "' was just removed", ENOENT);
+        ring_ = nullptr;
+        if (mode == OpenMode::open_only) {
+            if (joined == Joined::stale)
+                throw SystemError("no queue named '" + name + "': the segment left by its users, who all exited "
+                                  "without detaching, was removed", ENOENT);
+            throw SystemError("queue '" + name + "' was just removed", ENOENT);
+        }
+        // removed (by its last user, or by us as stale): start over, which creates a fresh one
     }
     throw SystemError("queue '" + name + "' keeps being removed while opening it", EAGAIN);
 }
+
+// A new segment in the exclusively created file `fd`: sized, reserved, initialised, and
+// with our slot taken before it is marked ready, so no opener ever sees it without a user.
+void ShmQueue::create_segment(int fd, uint64_t capacity_bytes, uint64_t maxsize, bool persistent) {
+    const std::string path = segment_path(name_);
+    const uint64_t cap = round_up(capacity_bytes ? capacity_bytes : kDefaultCapacity, kPage);
+    const uint64_t total = ring_offset() + cap;
+    int rc = ftruncate(fd, off_t(total)) == 0 ? 0 : errno;
+    // Reserve the pages now: a full /dev/shm is an error here, not a SIGBUS later.
+    if (rc == 0) rc = posix_fallocate(fd, 0, off_t(total));
+    if (rc != 0) {
+        unlink_if_same_file(path, file_);
+        if (rc == ENOSPC)
+            throw SystemError("not enough room in /dev/shm for queue '" + name_ + "' (" + std::to_string(total) +
+                              " bytes); free space there, pass a smaller capacity_bytes, or give the container "
+                              "more (docker run --shm-size=256m)", rc);
+        throw_errno("cannot size queue '" + name_ + "'", rc);
+    }
+    Mapping mapping;
+    try {
+        mapping = Mapping(fd, total, true, true);
+    } catch (...) {
+        unlink_if_same_file(path, file_);
+        throw;
+    }
+    seg_ = static_cast<Segment*>(mapping.release());
+    map_size_ = total;
+    cap_ = cap;
+    maxsize_ = maxsize;
+    persistent_ = persistent;
+    ring_ = reinterpret_cast<uint8_t*>(seg_) + ring_offset();
+    seg_->magic = kMagic;
+    seg_->version = kLayoutVersion;
+    seg_->header_bytes = sizeof(Segment);
+    seg_->capacity = cap;
+    seg_->maxsize = maxsize;
+    seg_->ring_offset = ring_offset();
+    seg_->total_bytes = total;
+    seg_->persistent = persistent ? 1 : 0;
+    seg_->creator_pid = me_.pid;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&seg_->mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    Slot& mine = seg_->slots[0];
+    mine.flags = 0;
+    mine.start = me_.start;
+    mine.pidns = me_.pidns;
+    mine.outstanding = 0;
+    mine.pid.store(me_.pid);
+    slot_ = 0;
+    seg_->ready.store(1, std::memory_order_release);
+}
+
+// Maps an existing segment: waits for its creator to finish, checks the header on a
+// header-only mapping (no page of a file that fails is ever touched), then maps the whole
+// file, populated. Throws with nothing left mapped.
+void ShmQueue::attach_segment(int fd, uint64_t file_size, uint64_t capacity_bytes, uint64_t maxsize) {
+    const uint64_t header_size = ring_offset();
+    const double give_up = monotonic_seconds() + kInitWaitSeconds;
+    Mapping header;
+    for (;;) {
+        // A creator sizes the file in one step: a size between 0 and a minimal queue is not one.
+        if (file_size > 0 && file_size < header_size + kMinCapacity)
+            throw CorruptSegment("cannot attach to queue '" + name_ + "': its file is only " +
+                                 std::to_string(file_size) + " bytes, too small to be a sage_queue" + kCleanup);
+        if (file_size > 0) {
+            header = Mapping(fd, header_size, false, false);
+            const Segment* h = static_cast<const Segment*>(header.get());
+            const bool ready = h->ready.load(std::memory_order_acquire) == 1;
+            // A creator's freshly sized file is all zeros: other bytes mean it is not ours.
+            const bool foreign = __atomic_load_n(&h->magic, __ATOMIC_RELAXED) != 0 &&
+                                 __atomic_load_n(&h->magic, __ATOMIC_RELAXED) != kMagic;
+            if (ready || foreign) break;
+            header = Mapping();
+        }
+        if (monotonic_seconds() > give_up)
+            throw CorruptSegment("queue '" + name_ + "' was never initialised (its creator may have died while "
+                                 "creating it)" + kCleanup);
+        usleep(1000);  // only while another process is creating the segment
+        struct stat st{};
+        if (fstat(fd, &st) != 0) throw_errno("cannot stat queue '" + name_ + "'", errno);
+        file_size = uint64_t(st.st_size);
+    }
+    // Each field read once, into the locals that are kept.
+    const Segment* h = static_cast<const Segment*>(header.get());
+    const uint64_t magic = h->magic, capacity = h->capacity, max_items = h->maxsize;
+    const uint64_t offset = h->ring_offset, total = h->total_bytes;
+    const uint32_t version = h->version, header_bytes = h->header_bytes, persistent = h->persistent;
+    std::string problem;
+    if (magic != kMagic) problem = "it is not a sage_queue segment (bad magic)";
+    else if (version != kLayoutVersion)
+        problem = "its layout version is " + std::to_string(version) + ", this build reads " +
+                  std::to_string(kLayoutVersion);
+    else if (header_bytes != sizeof(Segment) || offset != header_size)
+        problem = "its header size does not match this build";
+    else if (capacity < kMinCapacity || capacity > kMaxCapacity || capacity % kPage || total != offset + capacity ||
+             total != file_size)
+        problem = "its sizes are inconsistent (capacity " + std::to_string(capacity) + ", file " +
+                  std::to_string(file_size) + " bytes)";
+    else if (max_items > kMaxMaxsize) problem = "its maxsize is out of range";
+    if (!problem.empty()) throw CorruptSegment("cannot attach to queue '" + name_ + "': " + problem + kCleanup);
+    if (capacity_bytes && round_up(capacity_bytes, kPage) != capacity)
+        throw InvalidArgument("queue '" + name_ + "' exists with capacity_bytes=" + std::to_string(capacity) +
+                              ", not " + std::to_string(capacity_bytes) +
+                              "; open it without capacity_bytes or use another name");
+    if (maxsize && maxsize != max_items)
+        throw InvalidArgument("queue '" + name_ + "' exists with maxsize=" + std::to_string(max_items) + ", not " +
+                              std::to_string(maxsize) + "; open it without maxsize or use another name");
+    Mapping whole(fd, total, true, true);
+    seg_ = static_cast<Segment*>(whole.release());
+    map_size_ = total;
+    cap_ = capacity;
+    maxsize_ = max_items;
+    persistent_ = persistent != 0;
+    ring_ = reinterpret_cast<uint8_t*>(seg_) + offset;
+}
+
+// Joins the segment's users: takes a slot (unless only inspecting), after checking the
+// counters. A segment whose users all died without detaching is stale: it is removed
+// (its name, while it is still ours) instead of joined.
+ShmQueue::Joined ShmQueue::join_users(bool take_slot) {
+    if (!take_slot) {
+        Section section(*this, -1, false);  // only the counters' check
+        return Joined::ok;
+    }
+    reap_dead_slots();
+    Section section(*this, -1);
+    if (seg_->unlinked.load() != 0) return Joined::removed;
+    bool users = persistent_;
+    for (int i = 0; i < kMaxSlots && !users; ++i) users = seg_->slots[i].pid.load() != 0;
+    if (!users) {
+        seg_->unlinked.store(1);
+        remove_name();
+        return Joined::stale;
+    }
+    slot_ = take_slot_locked();
+    return Joined::ok;
+}
+
+bool ShmQueue::remove_name() { return unlink_if_same_file(segment_path(name_), file_); }
 
 ShmQueue::~ShmQueue() {
     try {
@@ -597,21 +510,28 @@ void ShmQueue::detach() {
         signal(seg_->join_seq, seg_->join_sleepers);
         usleep(200);  // only while another thread of ours is leaving a call
     }
-    if (slot_ >= 0 && getpid() == pid_) {
-        Section section(*this, slot_);
-        Slot& mine = seg_->slots[slot_];
-        mine.outstanding = 0;  // our unfinished tasks stay counted: any process may task_done them
-        mine.pid.store(0);
-        bool anyone = false;
-        for (auto& s : seg_->slots) {
-            int32_t p = s.pid.load();
-            if (p && pid_alive(p)) { anyone = true; break; }
+    try {
+        if (slot_ >= 0 && getpid() == me_.pid) {
+            Section section(*this, slot_);
+            Slot& mine = seg_->slots[slot_];
+            mine.outstanding = 0;  // our unfinished tasks stay counted: any process may task_done them
+            mine.pid.store(0);
+            bool anyone = false;
+            for (int i = 0; i < kMaxSlots && !anyone; ++i)
+                anyone = seg_->slots[i].pid.load() != 0 && slot_liveness(i) != Liveness::dead;
+            if (!anyone && !persistent_ && seg_->unlinked.load() == 0) {
+                seg_->unlinked.store(1);
+                remove_name();
+            }
         }
-        bool remove = !anyone && !seg_->persistent && seg_->unlinked.load() == 0;
-        if (remove) {
-            seg_->unlinked.store(1);
-            shm_unlink(segment_path(name_).c_str());
-        }
+    } catch (const CorruptSegment&) {
+        // Let go of a corrupt segment all the same: `sage queue cleanup --force` removes it.
+    } catch (...) {
+        munmap(seg_, map_size_);
+        seg_ = nullptr;
+        ring_ = nullptr;
+        slot_ = -1;
+        throw;
     }
     munmap(seg_, map_size_);
     seg_ = nullptr;
@@ -623,48 +543,86 @@ bool ShmQueue::detaching() const { return detaching_.load(std::memory_order_rela
 
 void ShmQueue::unlink() {
     if (!seg_) throw InvalidArgument("queue is detached");
-    if (seg_->unlinked.exchange(1) == 0) shm_unlink(segment_path(name_).c_str());
+    if (seg_->unlinked.exchange(1) == 0) remove_name();
 }
 
+void ShmQueue::before_fork() {
+    fork_slot_ = -1;
+    if (!seg_ || detaching() || slot_ < 0 || seg_->unlinked.load()) return;
+    try {
+        Section section(*this, -1);
+        fork_slot_ = take_slot_locked();
+        seg_->slots[fork_slot_].flags = kSlotForChild;
+    } catch (...) {
+        fork_slot_ = -1;  // no slot for the child: it takes one of its own after the fork
+    }
+}
+
+void ShmQueue::after_fork_in_parent() { fork_slot_ = -1; }  // the reserved slot is the child's now
+
 void ShmQueue::after_fork_in_child() {
-    if (!seg_ || getpid() == pid_) return;
-    pid_ = getpid();
+    if (!seg_ || getpid() == me_.pid) return;
+    me_ = self_identity();
     users_.store(0);  // calls in flight belonged to the parent's other threads
     slot_ = -1;
+    const int reserved = std::exchange(fork_slot_, -1);
     if (seg_->unlinked.load()) return;
     reap_dead_slots();  // children that came and went before us free their slots
     Section section(*this, -1);
-    slot_ = take_slot_locked();
+    slot_ = take_slot_locked(reserved);
 }
 
-int ShmQueue::take_slot_locked() {
+// Takes slot `prefer` if it is the one our parent reserved for us, else a free one.
+int ShmQueue::take_slot_locked(int prefer) {
+    int index = -1;
+    if (prefer >= 0 && prefer < kMaxSlots && seg_->slots[prefer].flags == kSlotForChild) index = prefer;
+    for (int i = 0; i < kMaxSlots && index < 0; ++i)
+        if (seg_->slots[i].pid.load() == 0) index = i;
+    if (index < 0)
+        throw SystemError("queue '" + name_ + "' already has " + std::to_string(kMaxSlots) +
+                          " attached handles; detach some first", EMFILE);
+    Slot& s = seg_->slots[index];
+    seg_->journal.slot_index = index;
+    seg_->journal.saved_slot = {s.pid.load(), s.flags, s.start, s.pidns, s.outstanding};
+    s.flags = 0;
+    s.start = me_.start;
+    s.pidns = me_.pidns;
+    s.outstanding = 0;
+    s.pid.store(me_.pid);
+    return index;
+}
+
+Liveness ShmQueue::slot_liveness(int index) const {
+    const Slot& s = seg_->slots[index];
+    return liveness(ProcessIdentity{s.pid.load(), s.start, s.pidns});
+}
+
+// A record's holder is known by its pid and the low bits of its start time; its slot, if
+// it has one, says which pid namespace that pid belongs to.
+Liveness ShmQueue::holder_liveness(int32_t pid, uint32_t start32) const {
     for (int i = 0; i < kMaxSlots; ++i) {
-        if (seg_->slots[i].pid.load() == 0) {
-            seg_->journal.slot_index = i;
-            seg_->journal.saved_slot = {0, seg_->slots[i].outstanding};
-            seg_->slots[i].outstanding = 0;
-            seg_->slots[i].pid.store(pid_);
-            return i;
-        }
+        const Slot& s = seg_->slots[i];
+        if (s.pid.load() == pid && uint32_t(s.start) == start32) return slot_liveness(i);
     }
-    throw SystemError("queue '" + name_ + "' already has " + std::to_string(kMaxSlots) +
-                      " attached handles; detach some first", EMFILE);
+    return liveness_by_start32(pid, start32);
 }
 
 void ShmQueue::reap_dead_slots() {
     for (int i = 0; i < kMaxSlots; ++i) {
-        int32_t p = seg_->slots[i].pid.load();
-        if (p == 0 || p == pid_ || pid_alive(p)) continue;
+        const int32_t p = seg_->slots[i].pid.load();
+        if (p == 0 || (p == me_.pid && seg_->slots[i].start == me_.start) || slot_liveness(i) != Liveness::dead)
+            continue;
         bool zero = false;
         {
             Section section(*this, i);
             Slot& s = seg_->slots[i];
             if (s.pid.load() == p) {
-                Counters& c = seg_->c;
+                Counters& c = section.counters();
                 uint64_t lost = s.outstanding < c.unfinished ? s.outstanding : c.unfinished;
                 c.unfinished -= lost;
                 c.stats.written_off_tasks += lost;
                 s.outstanding = 0;
+                s.flags = 0;
                 s.pid.store(0);
                 zero = lost && c.unfinished == 0;
             }
@@ -677,14 +635,15 @@ void ShmQueue::reap_dead_slots() {
 
 void ShmQueue::lock() {
     // Uncontended: one atomic, as in pthread_mutex_lock. Contended: wait in slices and after
-    // each look at who holds the lock: a holder is a live thread with this segment mapped, and
-    // holds it for microseconds. A lock word naming anything else (a corrupt segment) would
-    // otherwise be waited on forever.
+    // each look at who holds the lock (lock_holder.h): a lock word naming anything but a
+    // live user that holds it for microseconds (a corrupt segment) would otherwise be waited
+    // on forever.
 #if defined(__GLIBC__)
-    // Lock only a mutex of the type the creator made.
+    // Lock only a mutex of the type the creator made: a corrupt kind sends glibc down paths
+    // that abort the process.
     if (__atomic_load_n(&seg_->mutex.__data.__kind, __ATOMIC_RELAXED) != robust_shared_mutex_kind())
-        throw CorruptSegment("the lock of queue '" + name_ + "' is not a robust process-shared mutex" +
-                             kCorruptLockFix);
+        throw CorruptSegment("the lock of queue '" + name_ + "' is not a robust process-shared mutex: the segment "
+                             "is corrupt" + kCleanup);
 #endif
     enter_locking();
     struct LeaveUnlessLocked {  // every path that throws leaves without the lock
@@ -705,37 +664,24 @@ void ShmQueue::lock() {
     if (rc == EBUSY) {
         if (LockWaitHook hook = lock_wait_hook.load(std::memory_order_acquire)) hook();
     }
-    int stuck_word = 0;        // a holder we could not look into, and since when it held the lock
-    uint64_t stuck_progress = 0;
-    double stuck_since = 0;
+#if defined(__GLIBC__)
+    HolderWatch watch;
+#endif
     while (rc == EBUSY || rc == ETIMEDOUT) {
 #if defined(__GLIBC__)
         if (rc == ETIMEDOUT) {
-            auto word = [this] { return __atomic_load_n(&seg_->mutex.__data.__lock, __ATOMIC_ACQUIRE); };
-            const int seen = word();
-            std::string problem =
-                seen ? impossible_holder(seen & FUTEX_TID_MASK, &seg_->mutex.__data.__lock, seen, seg_) : "";
+            const int* word = &seg_->mutex.__data.__lock;
+            const int seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
             const uint64_t progress = uint64_t(seg_->not_empty_seq.load()) + seg_->not_full_seq.load() +
                                       seg_->join_seq.load();
-            if (problem == "?") {
-                // A holder we may not look into: corrupt only if it kept the lock, running,
-                // for seconds while the queue made no progress.
-                problem.clear();
-                const double t = monotonic_seconds();
-                if (seen != stuck_word || progress != stuck_progress || thread_stopped(seen & FUTEX_TID_MASK)) {
-                    stuck_word = seen;
-                    stuck_progress = progress;
-                    stuck_since = t;
-                } else if (t - stuck_since >= 5.0) {
-                    problem = "has been held for " + std::to_string(int(t - stuck_since)) + " s by thread " +
-                              std::to_string(seen & FUTEX_TID_MASK) +
-                              ", which is not stopped and whose mappings we may not read, while the queue "
-                              "made no progress (a user holds it for microseconds)";
-                }
-            }
+            bool foreign = false;
+            for (int i = 0; i < kMaxSlots && !foreign; ++i)
+                foreign = seg_->slots[i].pid.load() != 0 && seg_->slots[i].pidns != me_.pidns;
+            std::string problem = watch.look(seen, word, seg_, progress, foreign);
             // Only a word that stayed put while we looked: a holder may have just left.
-            if (!problem.empty() && word() == seen)
-                throw CorruptSegment("the lock of queue '" + name_ + "' " + problem + kCorruptLockFix);
+            if (!problem.empty() && __atomic_load_n(word, __ATOMIC_ACQUIRE) == seen)
+                throw CorruptSegment("the lock of queue '" + name_ + "' " + problem + ": the segment is corrupt" +
+                                     kCleanup);
         }
 #endif
         timespec until;
@@ -749,7 +695,8 @@ void ShmQueue::lock() {
     }
     if (rc == EOWNERDEAD) {
         try {
-            recover_locked();
+            rollback_locked(nullptr);
+            seg_->c.stats.lock_recoveries++;
         } catch (...) {
             // Unlocked without being made consistent, the mutex stays unrecoverable: every
             // later user gets the same clear error instead of a hang.
@@ -758,7 +705,8 @@ void ShmQueue::lock() {
         }
         pthread_mutex_consistent(&seg_->mutex);
     } else if (rc == ENOTRECOVERABLE) {
-        throw CorruptSegment("the lock of queue '" + name_ + "' is unrecoverable");
+        throw CorruptSegment("the lock of queue '" + name_ + "' is unrecoverable (a user died inside it and the "
+                             "segment could not be repaired)" + kCleanup);
     } else if (rc != 0) {
         throw_errno("cannot lock queue '" + name_ + "'", rc);
     }
@@ -772,69 +720,47 @@ void ShmQueue::unlock() {
     leave_locking();
 }
 
-// Every locked section runs between begin() and end(): a holder killed inside it
-// leaves the journal active, and the next locker rolls its changes back.
-void ShmQueue::begin(int slot) {
+// Undoes a locked section: this thread's own (`own_saved`, the counters it started from,
+// held privately), or a dead holder's (nullptr: its journal, in shared memory that
+// anything may have written, is replayed only if it is consistent).
+void ShmQueue::rollback_locked(const void* own_saved) {
     Journal& j = seg_->journal;
-    j.saved = seg_->c;
-    j.slot_index = slot;
-    if (slot >= 0) j.saved_slot = {seg_->slots[slot].pid.load(), seg_->slots[slot].outstanding};
-    j.active.store(1, std::memory_order_relaxed);
-    // The journal before any change it covers (no full fence needed: stores only).
-    std::atomic_thread_fence(std::memory_order_release);
-}
-
-void ShmQueue::end() { seg_->journal.active.store(0, std::memory_order_release); }
-
-void ShmQueue::recover_locked() {
-    rollback_locked(/*own=*/false);
-    seg_->c.stats.lock_recoveries++;
-}
-
-// own: this process's section is unwinding, and its journal holds the counters as they
-// were (consistent or not, they are what the caller found). Otherwise the journal is a
-// dead holder's, in shared memory that anything may have written: replay it only if it
-// is consistent.
-void ShmQueue::rollback_locked(bool own) {
-    Journal& j = seg_->journal;
-    if (j.active.load()) {
-        Counters& c = seg_->c;
-        const Counters& saved = j.saved;
-        const uint64_t cap = seg_->capacity;
-        if (!own && !(saved.head <= saved.read && saved.read <= saved.tail && saved.tail - saved.head <= cap &&
-              saved.head % kRecordHeader == 0 && saved.read % kRecordHeader == 0 &&
-              saved.tail % kRecordHeader == 0 && saved.items <= cap / kRecordHeader))
-            throw CorruptSegment("queue '" + name_ + "' has a corrupt undo journal; remove it with `python -m "
-                                 "sage_ext.sage_queue.python.sage_queue_manager cleanup --force`");
-        const uint64_t advanced_head = c.head;
-        c = j.saved;
-        // Never move head back: the space the section freed may already hold the headers
-        // of its own new reservation. Advancing head only passes consumed records, so the
-        // advance stands; an empty-ring restart (past the restored read) proves every record
-        // before read was consumed, so head goes to read.
-        if (advanced_head > c.head) c.head = std::min(advanced_head, c.read);
-        if (j.slot_index >= 0 && j.slot_index < kMaxSlots) {
-            seg_->slots[j.slot_index].pid.store(j.saved_slot.pid);
-            seg_->slots[j.slot_index].outstanding = j.saved_slot.outstanding;
-        }
-        // Past the restored read pointer a record can only be reserved, committed or
-        // padding: undo any claim or abandonment the dead section made there.
-        // Bounded by the ring's size, whatever the counters say.
-        for (uint64_t off = c.read, end = c.tail - c.read > cap ? c.read + cap : c.tail; off < end;) {
-            auto* r = reinterpret_cast<RecordHeader*>(ring_ + off % cap);
-            uint32_t st = r->state.load();
-            if (st == kClaimed) r->state.store(kCommitted);
-            else if (st == kAbandoned) r->state.store(kReserved);
-            uint64_t size = record_size(r->len);
-            if (r->len > cap || off % cap + size > cap) break;  // corrupt: stop, claim() will report it
-            off += size;
-        }
-        j.active.store(0);
+    if (!own_saved && !j.active.load()) return;
+    Counters saved = own_saved ? *static_cast<const Counters*>(own_saved) : j.saved;
+    if (!own_saved && counters_problem(saved, cap_))
+        throw CorruptSegment("queue '" + name_ + "' has a corrupt undo journal" + kCleanup);
+    Counters& c = seg_->c;
+    const uint64_t advanced_head = c.head;
+    // Never move head back: the space the section freed may already hold the headers of
+    // its own new reservation. Advancing head only passes consumed records, so the advance
+    // stands; an empty-ring restart (past the restored read) proves every record before
+    // read was consumed, so head goes to read.
+    if (advanced_head > saved.head && advanced_head < kMaxOffset) saved.head = std::min(advanced_head, saved.read);
+    c = saved;
+    const int32_t slot = j.slot_index;
+    if (slot >= 0 && slot < kMaxSlots) {
+        const SlotCopy s = j.saved_slot;
+        Slot& to = seg_->slots[slot];
+        to.flags = s.flags;
+        to.start = s.start;
+        to.pidns = s.pidns;
+        to.outstanding = s.outstanding;
+        to.pid.store(s.pid);
     }
+    // Past the restored read pointer a record can only be reserved, committed or padding:
+    // undo any claim or abandonment the section made there. At most one ring.
+    for (uint64_t off = saved.read; off < saved.tail;) {
+        auto* r = reinterpret_cast<RecordHeader*>(ring_ + off % cap_);
+        const RecordFacts f = read_record(r, off, saved.tail, cap_);
+        if (!f.fits) break;  // corrupt: stop here, claim() will report it
+        if (f.state == kClaimed) r->state.store(kCommitted);
+        else if (f.state == kAbandoned) r->state.store(kReserved);
+        off += f.size;
+    }
+    j.active.store(0);
 }
 
 // ---------------------------------------------------------------- waiting
-
 Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, double deadline,
                          bool check_liveness) {
     auto& seq = *static_cast<std::atomic<uint32_t>*>(seq_word);
@@ -877,28 +803,39 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
     }
 }
 
+// A hold is checked only once it is old: a live peer is usually mid-copy, and the check
+// costs syscalls and /proc reads. CLOCK_MONOTONIC(_COARSE) is the same for every process.
+bool ShmQueue::holder_dead(const void* record, uint64_t now) const {
+    const auto* r = static_cast<const RecordHeader*>(record);
+    const int32_t holder = r->holder;
+    const uint32_t start = r->holder_start;
+    return now - r->stamp_ns >= kLivenessAgeNs && holder_liveness(holder, start) == Liveness::dead;
+}
+
 // ---------------------------------------------------------------- put
 
-bool ShmQueue::reclaim_space_locked() {
-    Counters& c = seg_->c;
+// Advances head over records that are consumed (or whose consumer died while copying
+// them out). Head is stored through at once: a section that dies after reusing the space
+// must not have head rolled back over it.
+bool ShmQueue::reclaim_space_locked(Counters& c) {
     const uint64_t t = stamp_now_ns();
-    const uint64_t cap = seg_->capacity;
     bool moved = false;
     while (c.head < c.read) {
-        auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.head % cap);
-        uint32_t st = r->state.load(std::memory_order_acquire);
-        uint64_t size = record_size(r->len);
-        if (r->len > cap || c.head % cap + size > cap || c.head + size > c.read)
-            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.head));
-        if (st == kClaimed) {
-            if (!holder_dead(r, r->claimer, t)) break;
+        auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.head % cap_);
+        const RecordFacts f = read_record(r, c.head, c.read, cap_);
+        if (!f.fits)
+            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(c.head) +
+                                 kCleanup);
+        if (f.state == kClaimed) {
+            if (!holder_dead(r, t)) break;
             r->state.store(kFree);  // its consumer died while copying it out
             c.stats.reclaimed_records++;
-        } else if (st != kFree && st != kPad && st != kAbandoned) {
-            throw CorruptSegment("queue '" + name_ + "' has a record in state " + std::to_string(st) +
-                                 " behind its read pointer");
+        } else if (f.state != kFree && f.state != kPad && f.state != kAbandoned) {
+            throw CorruptSegment("queue '" + name_ + "' has a record in state " + std::to_string(f.state) +
+                                 " behind its read pointer" + kCleanup);
         }
-        c.head += size;
+        c.head += f.size;
+        seg_->c.head = c.head;
         moved = true;
     }
     return moved;
@@ -907,7 +844,7 @@ bool ShmQueue::reclaim_space_locked() {
 Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
     if (!seg_) throw InvalidArgument("queue is detached");
     if (n == 0) return Status::ok;
-    const uint64_t cap = seg_->capacity;
+    const uint64_t cap = cap_;
     // Per-thread scratch: a put must not allocate (no Python runs inside, so no reentry).
     thread_local std::vector<uint64_t> sizes, offsets;
     sizes.resize(n);
@@ -918,15 +855,16 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
         for (uint16_t k = 0; k < msgs[i].nparts; ++k) len += msgs[i].parts[k].len;
         sizes[i] = len;
         payload_total += len;
-        total += record_size(len);
+        total += len > cap ? cap + 1 : record_size(len);
+        if (total > cap) break;  // too large already; no sum may overflow
     }
     if (total > cap)
         throw InvalidArgument((n == 1 ? "item of " : "batch of ") + std::to_string(payload_total) +
-                              " bytes (" + std::to_string(total) + " in the ring) is larger than the ring of queue '" +
-                              name_ + "' (" + std::to_string(cap) + " bytes); create it with a larger capacity_bytes");
-    if (seg_->maxsize && n > seg_->maxsize)
-        throw InvalidArgument("batch of " + std::to_string(n) + " items exceeds maxsize=" +
-                              std::to_string(seg_->maxsize) + " of queue '" + name_ + "'");
+                              " bytes or more is larger than the ring of queue '" + name_ + "' (" +
+                              std::to_string(cap) + " bytes); create it with a larger capacity_bytes");
+    if (maxsize_ && n > maxsize_)
+        throw InvalidArgument("batch of " + std::to_string(n) + " items exceeds maxsize=" + std::to_string(maxsize_) +
+                              " of queue '" + name_ + "'");
 
     const double deadline = deadline_for(timeout);
     for (;;) {
@@ -935,15 +873,16 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
         {
             Section section(*this, -1);
             seen = seg_->not_full_seq.load(std::memory_order_seq_cst);
-            Counters& c = seg_->c;
+            Counters& c = section.counters();
             if (seg_->closed.load()) {
                 st = Status::closed;
-            } else if (!seg_->maxsize || c.items + n <= seg_->maxsize) {
+            } else if (!maxsize_ || c.items + n <= maxsize_) {
                 for (int pass = 0; pass < 2 && st != Status::ok; ++pass) {
-                    if (pass == 1 && !reclaim_space_locked()) break;
+                    if (pass == 1 && !reclaim_space_locked(c)) break;
                     if (c.head == c.tail && c.tail % cap) {
                         // Empty ring: restart at a ring boundary so a batch that fits never needs padding.
                         c.head = c.read = c.tail = round_up(c.tail, cap);
+                        seg_->c.head = c.head;
                     }
                     uint64_t p = c.tail;
                     for (size_t i = 0; i < n; ++i) {
@@ -959,14 +898,15 @@ Status ShmQueue::put_many(const Message* msgs, size_t n, double timeout) {
                             if (offsets[i] != q) {  // padding up to the ring's end
                                 auto* pad = reinterpret_cast<RecordHeader*>(ring_ + q % cap);
                                 pad->len = offsets[i] - q - kRecordHeader;
-                                pad->pid = pid_;
+                                pad->holder = me_.pid;
+                                pad->holder_start = uint32_t(me_.start);
                                 pad->state.store(kPad, std::memory_order_relaxed);
                             }
                             auto* r = reinterpret_cast<RecordHeader*>(ring_ + offsets[i] % cap);
                             r->tag = msgs[i].tag;
                             r->nparts = msgs[i].nparts;
-                            r->pid = pid_;
-                            r->claimer = 0;
+                            r->holder = me_.pid;
+                            r->holder_start = uint32_t(me_.start);
                             r->len = sizes[i];
                             r->stamp_ns = stamp;
                             r->state.store(kReserved, std::memory_order_relaxed);
@@ -1020,7 +960,7 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
     if (!seg_) throw InvalidArgument("queue is detached");
     out.clear();
     if (max_items == 0) return Status::ok;
-    const uint64_t cap = seg_->capacity;
+    const uint64_t cap = cap_;
     const double deadline = deadline_for(timeout);
     for (;;) {
         uint32_t seen;
@@ -1029,37 +969,39 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
         {
             Section section(*this, slot_);
             seen = seg_->not_empty_seq.load(std::memory_order_seq_cst);
-            Counters& c = seg_->c;
+            Counters& c = section.counters();
             uint64_t bytes = 0, t = 0;
             while (out.size() < max_items && c.read < c.tail) {
                 auto* r = reinterpret_cast<RecordHeader*>(ring_ + c.read % cap);
-                uint32_t st = r->state.load(std::memory_order_acquire);
-                uint64_t size = record_size(r->len);
-                if (r->len > cap || c.read % cap + size > cap || c.read + size > c.tail) {
+                const RecordFacts f = read_record(r, c.read, c.tail, cap);
+                if (!f.fits) {
                     corrupt = true;
                     break;
                 }
-                if (st == kPad) {
-                    c.read += size;
-                } else if (st == kReserved) {
+                if (f.state == kPad) {
+                    c.read += f.size;
+                } else if (f.state == kReserved) {
                     if (!t) t = stamp_now_ns();
-                    if (!holder_dead(r, r->pid, t)) break;
+                    if (!holder_dead(r, t)) break;
                     r->state.store(kAbandoned);  // its producer died before committing it
-                    c.read += size;
-                    c.items--;
+                    c.read += f.size;
+                    if (c.items) c.items--;
                     if (c.unfinished) c.unfinished--;
                     c.stats.abandoned_records++;
-                } else if (st == kCommitted) {
-                    if (!out.empty() && bytes + r->len > max_bytes) break;
+                } else if (f.state == kCommitted) {
+                    if (!out.empty() && bytes + f.len > max_bytes) break;
                     if (!t) t = stamp_now_ns();
-                    r->claimer = pid_;
+                    const uint8_t tag = r->tag;
+                    const uint16_t nparts = r->nparts;
+                    r->holder = me_.pid;
+                    r->holder_start = uint32_t(me_.start);
                     r->stamp_ns = t;
                     r->state.store(kClaimed, std::memory_order_relaxed);
                     uint8_t* payload = reinterpret_cast<uint8_t*>(r) + kRecordHeader;
-                    out.push_back({c.read, r->tag, r->nparts, payload, r->len});
-                    c.read += size;
-                    c.items--;
-                    bytes += r->len;
+                    out.push_back({c.read, tag, nparts, payload, f.len});
+                    c.read += f.size;
+                    if (c.items) c.items--;
+                    bytes += f.len;
                 } else {
                     corrupt = true;
                     break;
@@ -1074,7 +1016,8 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
             at = c.read;
         }
         if (corrupt && out.empty())
-            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(at));
+            throw CorruptSegment("queue '" + name_ + "' has a corrupt record at offset " + std::to_string(at) +
+                                 kCleanup);
         if (!out.empty()) {
             // The ring changed under a blocked producer: let it look again (its maxsize room, or
             // a claimed record whose consumer may now die before freeing it).
@@ -1092,7 +1035,7 @@ Status ShmQueue::claim(size_t max_items, uint64_t max_bytes, double timeout, std
 void ShmQueue::release(const std::vector<RecordView>& records) {
     if (!seg_ || records.empty()) return;
     for (const RecordView& v : records) {
-        auto* r = reinterpret_cast<RecordHeader*>(ring_ + v.offset % seg_->capacity);
+        auto* r = reinterpret_cast<RecordHeader*>(ring_ + v.offset % cap_);
         r->state.store(kFree, std::memory_order_release);
     }
     signal(seg_->not_full_seq, seg_->not_full_sleepers);
@@ -1105,7 +1048,7 @@ void ShmQueue::task_done(uint64_t n) {
     bool zero;
     {
         Section section(*this, slot_);
-        Counters& c = seg_->c;
+        Counters& c = section.counters();
         if (c.unfinished < n) throw InvalidArgument("task_done() called too many times");
         c.unfinished -= n;
         if (slot_ >= 0) {
@@ -1126,7 +1069,7 @@ Status ShmQueue::join(double timeout) {
         {
             Section section(*this, -1, false);
             seen = seg_->join_seq.load(std::memory_order_seq_cst);
-            left = seg_->c.unfinished;
+            left = section.counters().unfinished;
         }
         if (left == 0) return Status::ok;
         if (detaching()) return Status::closed;
@@ -1148,26 +1091,25 @@ void ShmQueue::close() {
 
 uint64_t ShmQueue::qsize() const {
     if (!seg_) throw InvalidArgument("queue is detached");
-    if (seg_->journal.active.load(std::memory_order_acquire)) {
-        // A section is under way, or its holder died inside it: the lock settles (and recovers) it.
+    const uint64_t items = __atomic_load_n(&seg_->c.items, __ATOMIC_ACQUIRE);
+    if (seg_->journal.active.load(std::memory_order_acquire) || items > cap_ / kRecordHeader) {
+        // A section is under way, or its holder died inside it, or the count is out of range:
+        // the lock settles (recovers, or reports) it.
         Section section(*const_cast<ShmQueue*>(this), -1, false);
-        return seg_->c.items;
+        return section.counters().items;
     }
-    return __atomic_load_n(&seg_->c.items, __ATOMIC_ACQUIRE);
+    return items;
 }
-
-uint64_t ShmQueue::capacity_bytes() const { return seg_ ? seg_->capacity : 0; }
-uint64_t ShmQueue::maxsize() const { return seg_ ? seg_->maxsize : 0; }
 
 Info ShmQueue::info() const {
     if (!seg_) throw InvalidArgument("queue is detached");
     Info in{};
-    std::vector<int32_t> pids;
+    std::vector<int> slots;
     {
         Section section(*const_cast<ShmQueue*>(this), -1, false);
-        const Counters& c = seg_->c;
-        in.capacity_bytes = seg_->capacity;
-        in.maxsize = seg_->maxsize;
+        const Counters& c = section.counters();
+        in.capacity_bytes = cap_;
+        in.maxsize = maxsize_;
         in.items = c.items;
         in.unfinished = c.unfinished;
         in.used_bytes = c.tail - c.head;
@@ -1175,14 +1117,17 @@ Info ShmQueue::info() const {
         in.read = c.read;
         in.tail = c.tail;
         in.stats = c.stats;
-        for (auto& s : seg_->slots)
-            if (int32_t p = s.pid.load()) pids.push_back(p);
+        for (int i = 0; i < kMaxSlots; ++i)
+            if (seg_->slots[i].pid.load()) slots.push_back(i);
     }
+    in.waiting_getters = seg_->not_empty_sleepers.load();
+    in.waiting_putters = seg_->not_full_sleepers.load();
+    in.waiting_joiners = seg_->join_sleepers.load();
     in.closed = seg_->closed.load() != 0;
-    in.persistent = seg_->persistent != 0;
-    in.version = seg_->version;
+    in.persistent = persistent_;
+    in.version = kLayoutVersion;
     in.creator_pid = seg_->creator_pid;
-    for (int32_t p : pids) in.attached.emplace_back(p, pid_alive(p));
+    for (int i : slots) in.attached.emplace_back(seg_->slots[i].pid.load(), slot_liveness(i));
     return in;
 }
 

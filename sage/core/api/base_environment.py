@@ -1,0 +1,134 @@
+"""BaseEnvironment: declares a pipeline (sources, services); subclasses run it.
+
+Declaring only records nodes of a graph; nothing runs until ``submit()``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import itertools
+
+from sage.core.function.lambda_function import BASE_CLASS_OF_KIND
+from sage.runtime.plan import Node, ServiceDecl
+
+__all__ = ["BaseEnvironment", "describe_function"]
+
+
+def describe_function(kind: str, function) -> str:
+    """A default operator name: the class or function name, else the kind."""
+    if isinstance(function, type):
+        return function.__name__
+    name = getattr(function, "__name__", "")
+    if name and name != "<lambda>":
+        return name
+    return kind
+
+
+def check_function(kind: str, function, inputs: int = 1) -> None:
+    """Reject at declaration what could only fail inside a task."""
+    if kind == "comap" and isinstance(function, (list, tuple)):
+        if len(function) != inputs:
+            raise ValueError(f"comap over {inputs} inputs needs {inputs} functions, got {len(function)}")
+        for fn in function:
+            if not callable(fn):
+                raise TypeError(f"comap: {fn!r} is not callable")
+        return
+    if isinstance(function, type):
+        needed = [f"map{i}" for i in range(inputs)] if kind == "comap" else ["execute"]
+        missing = [m for m in needed if not callable(getattr(function, m, None))]
+        base = BASE_CLASS_OF_KIND.get(kind)
+        if missing:
+            raise TypeError(f"{kind}: {function.__name__} has no {', '.join(missing)} "
+                            f"(derive it from {base.__name__ if base else 'BaseFunction'})")
+        if kind == "comap":
+            for i in range(inputs):
+                if getattr(function, f"map{i}") is getattr(BASE_CLASS_OF_KIND["comap"], f"map{i}"):
+                    if i >= 2:
+                        raise TypeError(f"comap over {inputs} inputs: {function.__name__} "
+                                        f"does not define map{i}")
+        return
+    if not callable(function):
+        raise TypeError(f"{kind}: expected a function class or a callable, "
+                        f"got {type(function).__name__}")
+
+
+class BaseEnvironment:
+    def __init__(self, name: str = "local", *, config: dict | None = None):
+        self.name = name
+        self.config = dict(config or {})
+        self._nodes: list[Node] = []
+        self._services: list[ServiceDecl] = []
+        self._ids = itertools.count()
+        self._names: set = set()
+
+    # -- declaring --------------------------------------------------------------------
+
+    def _unique_name(self, wanted: str) -> str:
+        name, n = wanted, 1
+        while name in self._names:
+            n += 1
+            name = f"{wanted}_{n}"
+        self._names.add(name)
+        return name
+
+    def _add(self, kind: str, function, args: tuple = (), kwargs: dict | None = None, *,
+             inputs: list | None = None, parallelism: int = 1, name: str | None = None,
+             routing: str = "round_robin", delay: float | None = None):
+        from .datastream import DataStream
+
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise ValueError(f"parallelism must be an int >= 1, got {parallelism!r}")
+        if name is not None and name in self._names:
+            raise ValueError(f"an operator named {name!r} exists already in {self.name!r}")
+        node = Node(id=next(self._ids), kind=kind,
+                    name=self._unique_name(name or describe_function(kind, function)),
+                    function=function, args=tuple(args), kwargs=dict(kwargs or {}),
+                    parallelism=parallelism, inputs=list(inputs or []), routing=routing,
+                    delay=delay)
+        self._nodes.append(node)
+        return DataStream(self, node)
+
+    def from_batch(self, function, *args, parallelism: int = 1, name: str | None = None,
+                   **kwargs):
+        """A finite source: a BatchFunction class (``execute()`` returning None ends it), a
+        callable used as its execute, or any iterable (its items)."""
+        if isinstance(function, type) or callable(function):
+            check_function("batch", function)
+            return self._add("batch", function, args, kwargs, parallelism=parallelism, name=name)
+        return self.from_collection(function, parallelism=parallelism, name=name)
+
+    def from_collection(self, items, *, parallelism: int = 1, name: str | None = None):
+        """A finite source of the items of an iterable (with parallelism p, instance i
+        takes items i, i+p, ...: then it must be a sequence)."""
+        if not isinstance(items, collections.abc.Iterable):
+            raise TypeError(f"from_collection needs an iterable, got {type(items).__name__}")
+        if parallelism > 1 and not isinstance(items, collections.abc.Sequence):
+            raise ValueError("from_collection with parallelism > 1 needs a sequence (a list, "
+                             "a tuple, a range): every instance reads its own share of it")
+        return self._add("collection", items, parallelism=parallelism, name=name or "collection")
+
+    from_batch_collection = from_collection  # SAGE's name
+
+    def from_source(self, function, *args, delay: float | None = None, parallelism: int = 1,
+                    name: str | None = None, **kwargs):
+        """A source: a SourceFunction class (or callable) called until the job stops or it
+        returns a StopSignal; None means no item this call. ``delay``: seconds between calls."""
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        check_function("source", function)
+        return self._add("source", function, args, kwargs, parallelism=parallelism, name=name,
+                         delay=delay or None)
+
+    def register_service(self, name: str, cls, *args, **kwargs) -> None:
+        """A service any function can call as ``self.call_service[name].method(...)``; the
+        class is constructed inside its own task with these arguments."""
+        if not isinstance(cls, type):
+            raise TypeError(f"register_service needs a class, got {type(cls).__name__}")
+        if any(s.name == name for s in self._services):
+            raise ValueError(f"a service named {name!r} is registered already")
+        self._services.append(ServiceDecl(name, cls, tuple(args), dict(kwargs)))
+
+    @property
+    def pipeline(self) -> list:
+        """The declared nodes, in declaration order."""
+        return list(self._nodes)

@@ -1,0 +1,9 @@
+"""The runtime: a declared pipeline planned into task instances, run as a Job.
+
+plan.py (graph -> instances and edges), job.py (a running job), task/ (the loops),
+router/ (routing, batching, end markers), service/ (request/response services).
+"""
+
+from .errors import JobFailedError, RemoteServiceError
+
+__all__ = ["JobFailedError", "RemoteServiceError"]

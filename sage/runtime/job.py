@@ -1,0 +1,338 @@
+"""Job: a planned pipeline running on this machine. start, wait, stop, close.
+
+A job owns everything it starts: its queues (made by the queue adapter), its task threads
+or processes, its service tasks and its watcher thread. They all end with it, after a
+normal end, a failure, a killed task process or Ctrl-C: close() ends what still runs and
+destroys every queue (no /dev/shm segment outlives the job).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+
+from sage.utils import create_queue
+
+from .errors import JobFailedError, TaskFailure
+from .plan import Plan
+from .service.base_service_task import ServiceTask
+from .service.service_caller import STOP_REQUEST
+from .task.base_task import ERRORS, FIELDS, IN, OUT, BaseTask, TaskContext
+from .task.local_task import FORK, ProcessTask, ProcessWatcher, ThreadTask
+
+__all__ = ["Job", "JobSummary", "InstanceMetrics", "RuntimeOptions"]
+
+log = logging.getLogger("sage.runtime")
+SHM_DIR = "/dev/shm"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+    """Sizes of a job's queues; ``LocalEnvironment(config={...})`` sets them by name."""
+
+    batch_size: int = 64  #: packets per put_many toward one downstream instance
+    queue_maxsize: int = 1024  #: items per input queue (a full queue blocks its producers)
+    queue_capacity_bytes: int = 4 << 20  #: ring of each input queue (process mode)
+    service_capacity_bytes: int = 1 << 20  #: ring of each service request/response queue
+    stop_timeout: float = 10.0  #: close(): how long a running job may drain before it is ended
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.queue_maxsize < self.batch_size:
+            raise ValueError(f"need 1 <= batch_size ({self.batch_size}) <= queue_maxsize "
+                             f"({self.queue_maxsize})")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceMetrics:
+    operator: str
+    instance: int
+    items_in: int
+    items_out: int
+    errors: int
+    queue_depth: int  #: items waiting in its input queue
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSummary:
+    job_id: str
+    wall_time: float  #: seconds from start to the end of the last task
+    operators: dict  #: name -> {"parallelism", "items_in", "items_out", "errors"}
+
+
+@dataclasses.dataclass
+class _Wiring:
+    input_queue: object = None
+    out_edges: list = dataclasses.field(default_factory=list)  # OutEdge arguments
+    response_queue: object = None
+    request_queues: dict = dataclasses.field(default_factory=dict)
+
+
+class Job:
+    def __init__(self, plan: Plan, options: RuntimeOptions | None = None, env_name: str = "local"):
+        self.plan = plan
+        self.options = options or RuntimeOptions()
+        self.env_name = env_name
+        self.process_mode = plan.transport == "sage_queue"
+        self.state = "created"
+        self._queues: dict = {}
+        self._events: queue.Queue = queue.Queue()
+        self._stop_event = FORK.Event() if self.process_mode else threading.Event()
+        slots = (len(plan.instances) + len(plan.services)) * FIELDS
+        self._counters = FORK.RawArray("q", slots) if self.process_mode else [0] * slots
+        self._operator_tasks: dict = {}
+        self._service_tasks: dict = {}
+        self._watcher = None
+        self._failure: TaskFailure | None = None
+        self._failure_seen = False
+        self._done: set = set()
+        self._torn_down = False
+        self._requests: dict = {}
+        self._responses: dict = {}
+        self._started_at = self._ended_at = None
+        self._lock = threading.RLock()
+
+    # -- start ----------------------------------------------------------------------
+
+    def _queue(self, name: str, capacity_bytes: int, maxsize: int = 0):
+        if self.process_mode:
+            made = create_queue("sage_queue", name=name, maxsize=maxsize,
+                                capacity_bytes=capacity_bytes)
+        else:
+            made = create_queue("python_queue", maxsize=maxsize)
+        self._queues[name] = made
+        return made
+
+    def shm_bytes_needed(self) -> int:
+        o, p = self.options, self.plan
+        rings = sum(1 for i in p.instances if i.input_queue) * o.queue_capacity_bytes
+        return rings + (len(p.services) + len(p.response_queues) + 1) * o.service_capacity_bytes
+
+    def _check_shm_room(self) -> None:
+        needed = self.shm_bytes_needed()
+        try:
+            stat = os.statvfs(SHM_DIR)
+        except OSError:
+            return
+        free = stat.f_bavail * stat.f_frsize
+        if needed > free:
+            raise OSError(errno.ENOSPC, (
+                f"this pipeline needs {needed / 2**20:.1f} MiB of shared memory for its queues "
+                f"({len(self.plan.instances)} instances) but {SHM_DIR} has "
+                f"{free / 2**20:.1f} MiB free: in Docker give the container more, e.g. "
+                f"`docker run --shm-size=512m`, or lower queue_capacity_bytes in the config"))
+
+    def _wire(self) -> dict:
+        o, p = self.options, self.plan
+        if self.process_mode:
+            self._check_shm_room()
+        for spec in p.instances:
+            if spec.input_queue:
+                self._queue(spec.input_queue, o.queue_capacity_bytes, o.queue_maxsize)
+        requests = {s.decl.name: self._queue(s.request_queue, o.service_capacity_bytes)
+                    for s in p.services}
+        responses = {slot: self._queue(name, o.service_capacity_bytes)
+                     for slot, name in p.response_queues.items()}
+        wirings = {}
+        for spec in p.instances:
+            wiring = _Wiring(self._queues.get(spec.input_queue), [], responses.get(spec.slot),
+                             requests)
+            for edge in p.out_edges(spec.node):
+                targets = p.instances_of(edge.downstream)
+                wiring.out_edges.append((edge.input_index, edge.routing,
+                                         [self._queues[t.input_queue] for t in targets],
+                                         targets[0].node.name))
+            wirings[spec.key] = wiring
+        self._responses = responses
+        self._requests = requests
+        return wirings
+
+    def _make_task(self, key: str, operator: str, instance: int, body):
+        if self.process_mode:
+            return ProcessTask(key, operator, instance, body, self._errors)
+        return ThreadTask(key, operator, instance, body, self._events)
+
+    def start(self) -> Job:
+        if self.state != "created":
+            raise RuntimeError(f"a job starts once; this one is {self.state}")
+        self.state = "running"
+        try:
+            wirings = self._wire()
+            if self.process_mode:
+                self._errors = self._queue(f"{self.plan.job_id}.errors", 1 << 20)
+            for spec in self.plan.services:
+                ctx = TaskContext(spec.decl.name, 0, 1, self.env_name, None)
+                service = ServiceTask(spec, self._requests[spec.decl.name], self._responses, ctx)
+                body = self._service_body(service, spec)
+                key = f"service:{spec.decl.name}"
+                self._service_tasks[key] = self._make_task(key, key, 0, body)
+            for spec in self.plan.instances:
+                task = BaseTask(spec, wirings[spec.key], self._stop_event, self._counters,
+                                self.options.batch_size, self.env_name)
+                self._operator_tasks[spec.key] = self._make_task(
+                    spec.key, spec.node.name, spec.index, task.run)
+            self._started_at = time.monotonic()
+            every = list(self._service_tasks.values()) + list(self._operator_tasks.values())
+            for task in every:
+                task.start()
+            if self.process_mode:  # started after the forks: no thread of ours is copied
+                self._watcher = ProcessWatcher(every, self._errors, self._events)
+                self._watcher.start()
+        except BaseException:
+            self._teardown(abort=True)
+            self.state = "failed"
+            raise
+        return self
+
+    def _service_body(self, service: ServiceTask, spec):
+        from .service.service_caller import ServiceCaller
+
+        def body():
+            caller = ServiceCaller(spec.slot, self._responses[spec.slot], self._requests,
+                                   owner=f"service:{spec.decl.name}")
+            service.ctx._caller = caller
+            try:
+                service.run()
+            finally:
+                caller.close()
+        return body
+
+    # -- wait, stop, close ----------------------------------------------------------
+
+    def _take_events(self, pending: dict, deadline: float | None) -> None:
+        """Consume task ends until ``pending`` is empty; the first failure aborts the job."""
+        while pending:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError(f"the job is still running: {', '.join(sorted(pending))}")
+            try:
+                key, failure = self._events.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            self._done.add(key)
+            pending.pop(key, None)
+            if failure is not None and self._failure is None:
+                self._failure = failure
+                slot = next((s.slot for s in self.plan.instances if s.key == key), None)
+                if slot is not None:
+                    self._counters[slot * FIELDS + ERRORS] += 1
+                self._teardown(abort=True)
+                self.state = "failed"
+                self._raise_failure()
+
+    def _raise_failure(self):
+        self._failure_seen = True
+        raise JobFailedError(self._failure)
+
+    def wait(self, timeout: float | None = None) -> JobSummary:
+        """Block until every task has ended; the summary. JobFailedError if a task failed
+        (the job is then torn down); TimeoutError if ``timeout`` passed first."""
+        with self._lock:
+            if self.state == "failed":
+                self._raise_failure()
+            if self.state in ("finished", "closed"):
+                return self.summary()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                pending = {k: t for k, t in self._operator_tasks.items() if k not in self._done}
+                self._take_events(pending, deadline)
+                for name, request_queue in self._requests.items():
+                    if f"service:{name}" not in self._done:
+                        request_queue.put(STOP_REQUEST)
+                pending = {k: t for k, t in self._service_tasks.items() if k not in self._done}
+                self._take_events(pending, deadline)
+            except (KeyboardInterrupt, SystemExit):
+                self._teardown(abort=True)
+                self.state = "failed" if self._failure else "closed"
+                raise
+            self._ended_at = time.monotonic()
+            self.state = "finished"
+            self._teardown(abort=False)
+            return self.summary()
+
+    def stop(self, timeout: float | None = None) -> JobSummary:
+        """End the sources; everything already produced still reaches the sinks."""
+        self._stop_event.set()
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        """Stop (draining for up to options.stop_timeout s), then end whatever is left and
+        free every queue. Idempotent; never raises the job's failure (wait/stop do)."""
+        with self._lock:
+            if self.state == "closed":
+                return
+            if self.state == "running":
+                try:
+                    self.stop(self.options.stop_timeout)
+                except (JobFailedError, TimeoutError) as exc:
+                    log.warning("sage job %s closed while %s", self.plan.job_id, exc)
+            elif self.state == "failed" and not self._failure_seen:
+                log.error("sage job %s had failed: %s", self.plan.job_id,
+                          JobFailedError(self._failure))
+            self._teardown(abort=True)
+            self.state = "closed"
+
+    def _teardown(self, abort: bool) -> None:
+        """End every task (closing the queues wakes blocked ones), then destroy the queues."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        tasks = list(self._operator_tasks.values()) + list(self._service_tasks.values())
+        if abort:
+            self._stop_event.set()
+            for q in self._queues.values():
+                q.close()
+        deadline = time.monotonic() + 2.0
+        for task in tasks:
+            task.join(max(0.0, deadline - time.monotonic()))
+        for task in tasks:
+            if task.is_alive():
+                task.terminate()
+                task.join(1.0)
+                if task.is_alive():
+                    log.warning("sage task %s did not end (stuck in its function)", task.key)
+        if self._watcher is not None:
+            self._watcher.join(2.0)
+        if self._ended_at is None and self._started_at is not None:
+            self._ended_at = time.monotonic()
+        for q in self._queues.values():
+            (q.destroy if hasattr(q, "destroy") else q.close)()
+
+    # -- observing ------------------------------------------------------------------
+
+    def metrics(self) -> list:
+        """Live counters of every operator instance (readable while the job runs)."""
+        result = []
+        for spec in self.plan.instances:
+            base = spec.slot * FIELDS
+            q = self._queues.get(spec.input_queue)
+            depth = 0
+            if q is not None and self.state == "running":
+                try:
+                    depth = q.qsize()
+                except Exception:  # noqa: BLE001 - a queue being torn down has no depth
+                    depth = 0
+            result.append(InstanceMetrics(spec.node.name, spec.index, self._counters[base + IN],
+                                          self._counters[base + OUT],
+                                          self._counters[base + ERRORS], depth))
+        return result
+
+    def summary(self) -> JobSummary:
+        operators: dict = {}
+        for m, spec in zip(self.metrics(), self.plan.instances, strict=True):
+            entry = operators.setdefault(m.operator, {
+                "parallelism": spec.node.parallelism, "items_in": 0, "items_out": 0, "errors": 0})
+            entry["items_in"] += m.items_in
+            entry["items_out"] += m.items_out
+            entry["errors"] += m.errors
+        end = self._ended_at or time.monotonic()
+        wall = (end - self._started_at) if self._started_at else 0.0
+        return JobSummary(self.plan.job_id, wall, operators)
+
+    @property
+    def queue_names(self) -> list:
+        return list(self._queues)

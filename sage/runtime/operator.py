@@ -1,0 +1,195 @@
+"""Operators: how each kind of function turns its input into output for the router.
+
+A task builds one operator per instance: it instantiates the function class (or wraps a
+plain callable) inside the task, sets its ``ctx``, and then calls ``on_item`` for every
+data packet (sources: ``produce``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable
+
+from sage.core.function.base_function import BaseFunction
+from sage.core.function.lambda_function import LambdaCoMapFunction, wrap_callable
+from sage.core.function.source_function import StopSignal
+
+__all__ = ["build_operator", "SOURCE_KINDS"]
+
+SOURCE_KINDS = ("collection", "batch", "source")
+
+
+def _accepts_name(cls: type) -> bool:
+    """SAGE passed ``name=`` on to function classes; do so where the constructor takes it."""
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "name" for p in params)
+
+
+def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
+    """The function object one instance runs: a class is constructed here, in the task."""
+    if isinstance(function, type):
+        if "name" not in kwargs and _accepts_name(function):
+            kwargs = dict(kwargs, name=name)
+        return function(*args, **kwargs)
+    if kind == "comap" and isinstance(function, (list, tuple)):
+        return LambdaCoMapFunction(function)
+    if isinstance(function, BaseFunction):
+        return function
+    if callable(function):
+        return wrap_callable(kind, function)
+    raise TypeError(f"{kind}: expected a function class or a callable, got {type(function).__name__}")
+
+
+class Operator:
+    ended = False  # sources: set once produce() found the stream's end
+
+    def __init__(self, function, router):
+        self.function = function
+        self.router = router
+        self.emit = router.emit
+
+    def on_item(self, input_index: int, payload, key) -> None:
+        raise NotImplementedError
+
+
+class MapOperator(Operator):
+    def on_item(self, input_index, payload, key):
+        result = self.function.execute(payload)
+        if result is not None:
+            self.emit(result)
+
+
+class FilterOperator(Operator):
+    def on_item(self, input_index, payload, key):
+        if self.function.execute(payload):
+            self.emit(payload)
+
+
+class FlatMapOperator(Operator):
+    def on_item(self, input_index, payload, key):
+        results = self.function.execute(payload)
+        take = getattr(self.function, "take_collected", None)
+        if take is not None:
+            for item in take():
+                self.emit(item)
+        if results is not None:
+            for item in results:
+                self.emit(item)
+
+
+class SinkOperator(Operator):
+    def on_item(self, input_index, payload, key):
+        self.function.execute(payload)
+
+
+class KeyByOperator(Operator):
+    def on_item(self, input_index, payload, key):
+        self.emit(payload, self.function.execute(payload))
+
+
+class PrintOperator(Operator):
+    def __init__(self, function, router, prefix: str = ""):
+        super().__init__(function, router)
+        self.prefix = prefix
+
+    def on_item(self, input_index, payload, key):
+        print(f"{self.prefix}: {payload}" if self.prefix else payload, flush=True)
+        self.emit(payload)
+
+
+class CoMapOperator(Operator):
+    def __init__(self, function, router):
+        super().__init__(function, router)
+        self.maps = [getattr(function, f"map{i}") for i in range(5)]
+
+    def on_item(self, input_index, payload, key):
+        result = self.maps[input_index](payload)
+        if result is not None:
+            self.emit(result)
+
+
+class JoinOperator(Operator):
+    def on_item(self, input_index, payload, key):
+        results = self.function.execute(payload, key, input_index)
+        if results:
+            for item in results:
+                self.emit(item)
+
+
+class CollectionSource(Operator):
+    """Items of an iterable; instance i of p takes items i, i+p, i+2p, ..."""
+
+    def __init__(self, items, router, index: int, parallelism: int):
+        super().__init__(None, router)
+        self._items = iter(items) if parallelism == 1 else itertools.islice(
+            items, index, None, parallelism)
+
+    def produce(self, max_items: int) -> int:
+        count = 0
+        emit = self.emit
+        for item in itertools.islice(self._items, max_items):
+            emit(item)
+            count += 1
+        if count < max_items:
+            self.ended = True
+        return count
+
+
+class BatchSource(Operator):
+    """A BatchFunction: None from execute() ends the stream."""
+
+    def produce(self, max_items: int) -> int:
+        """Emit up to max_items; the count emitted."""
+        execute = self.function.execute
+        emit = self.emit
+        for count in range(max_items):
+            item = execute()
+            if item is None or isinstance(item, StopSignal):
+                self.ended = True
+                return count
+            emit(item)
+        return max_items
+
+
+class FunctionSource(Operator):
+    """A SourceFunction: called until the job stops or it returns a StopSignal; None: no item."""
+
+    def produce(self, max_items: int) -> int:
+        execute = self.function.execute
+        emit = self.emit
+        count = 0
+        for _ in range(max_items):
+            item = execute()
+            if isinstance(item, StopSignal):
+                self.ended = True
+                return count
+            if item is None:
+                break  # nothing now: let the task flush and pause
+            emit(item)
+            count += 1
+        return count
+
+
+_OPERATORS: dict[str, Callable] = {
+    "map": MapOperator, "filter": FilterOperator, "flatmap": FlatMapOperator,
+    "sink": SinkOperator, "keyby": KeyByOperator, "comap": CoMapOperator, "join": JoinOperator,
+    "batch": BatchSource, "source": FunctionSource,
+}
+
+
+def build_operator(node, index: int, router, ctx) -> Operator:
+    """The operator of instance ``index`` of ``node`` (a plan Node), its function made here."""
+    if node.kind == "collection":
+        return CollectionSource(node.function, router, index, node.parallelism)
+    if node.kind == "print":
+        return PrintOperator(None, router, prefix=node.kwargs.get("prefix", ""))
+    function = instantiate(node.kind, node.function, node.args, node.kwargs, node.name)
+    try:
+        function.ctx = ctx
+    except AttributeError:  # a callable object that refuses attributes still works
+        pass
+    return _OPERATORS[node.kind](function, router)

@@ -1,0 +1,1 @@
+"""Routing between task instances: packets, end markers, batching, backpressure."""

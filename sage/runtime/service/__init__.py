@@ -1,0 +1,1 @@
+"""Services: a request queue per service, a response queue per caller, ids correlate."""

@@ -1,0 +1,1 @@
+"""Tasks: base_task.py (the loop), local_task.py (a task as a thread or a process)."""

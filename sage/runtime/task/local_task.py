@@ -1,0 +1,175 @@
+"""A task on this machine: a thread of the driver, or a process of its own.
+
+Threads (mode "thread", over python_queue) share the driver's memory, as SAGE's tasks did.
+Processes (mode "process", over sage_queue) are forked from the driver: functions,
+lambdas and closures need no pickling, and state a function changes stays in its
+process. A process reports a failure on the job's error queue, then exits with code 1;
+one killed by a signal is seen by ProcessWatcher through its sentinel at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+from sage.utils import QueueClosed
+
+from ..errors import TaskFailure
+
+__all__ = ["ThreadTask", "ProcessTask", "ProcessWatcher", "failure_of", "FORK"]
+
+FORK = multiprocessing.get_context("fork")
+_PR_SET_PDEATHSIG = 1
+
+
+def failure_of(operator: str, instance: int, exc: BaseException) -> TaskFailure:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return TaskFailure(operator, instance, type(exc).__name__, str(exc), text)
+
+
+def _guarded(body, operator: str, instance: int) -> TaskFailure | None:
+    """Run the body; None if it ended well or the job closed its queues (an abort)."""
+    try:
+        body()
+    except QueueClosed:
+        return None  # the job is being torn down; it already knows why
+    except BaseException as exc:  # noqa: BLE001 - every failure is the job's to report
+        return failure_of(operator, instance, exc)
+    return None
+
+
+class ThreadTask:
+    """A task body run by a daemon thread; its end goes to the job's event queue."""
+
+    def __init__(self, key: str, operator: str, instance: int, body, events: queue.Queue):
+        self.key, self.operator, self.instance = key, operator, instance
+        self._body = body
+        self._events = events
+        self.thread = threading.Thread(target=self._main, name=f"sage-task-{key}", daemon=True)
+
+    def _main(self) -> None:
+        failure = _guarded(self._body, self.operator, self.instance)
+        self._events.put((self.key, failure))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def terminate(self) -> None:
+        """A thread cannot be killed; closing its queues (the job does) is what ends it."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills this process if the driver dies, so no task outlives it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+
+class ProcessTask:
+    """A task body run in a forked process."""
+
+    def __init__(self, key: str, operator: str, instance: int, body, error_queue):
+        self.key, self.operator, self.instance = key, operator, instance
+        self._body = body
+        self._errors = error_queue
+        self.process = FORK.Process(target=self._main, args=(os.getpid(),),
+                                    name=f"sage-task-{key}", daemon=True)
+
+    def _main(self, parent_pid: int) -> None:
+        _die_with_parent(parent_pid)
+        # Ctrl-C reaches the whole process group: the driver alone decides how to stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        failure = _guarded(self._body, self.operator, self.instance)
+        if failure is not None:
+            try:
+                self._errors.put((self.key, failure.as_tuple()))
+            finally:
+                sys.stdout.flush()
+                sys.exit(1)
+
+    def start(self) -> None:
+        self.process.start()
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    # Only ProcessWatcher reaps the process (waitpid); these look at its sentinel, since two
+    # threads reaping one child race and one of them sees no exit code.
+    def join(self, timeout: float | None = None) -> None:
+        multiprocessing.connection.wait([self.sentinel], timeout)
+
+    def is_alive(self) -> bool:
+        return not multiprocessing.connection.wait([self.sentinel], 0)
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self.process.kill()
+
+
+class ProcessWatcher:
+    """A driver thread that turns each task process's exit into an event, at once: exit code
+    0 ends well, 1 carries the failure the process reported, a signal names the signal."""
+
+    def __init__(self, tasks: list, error_queue, events: queue.Queue):
+        self._tasks = {task.sentinel: task for task in tasks}
+        self._errors = error_queue
+        self._events = events
+        self._reports: dict = {}
+        self.thread = threading.Thread(target=self._main, name="sage-process-watcher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def _main(self) -> None:
+        remaining = dict(self._tasks)
+        while remaining:
+            for sentinel in multiprocessing.connection.wait(list(remaining)):
+                task = remaining.pop(sentinel)
+                task.process.join()
+                self._events.put((task.key, self._failure(task)))
+
+    def _failure(self, task: ProcessTask) -> TaskFailure | None:
+        code = task.process.exitcode
+        if code == 0:
+            return None
+        if code < 0:
+            name = signal.Signals(-code).name
+            return TaskFailure(task.operator, task.instance, name,
+                               f"its process (pid {task.process.pid}) was killed by signal {name}")
+        report = self._report(task.key)
+        if report is not None:
+            return TaskFailure(*report)
+        return TaskFailure(task.operator, task.instance, "ProcessExit",
+                           f"its process (pid {task.process.pid}) exited with code {code}")
+
+    def _report(self, key: str):
+        # the process put its report before exiting, so it is queued by now
+        while key not in self._reports:
+            try:
+                for k, report in self._errors.get_many(64, False):
+                    self._reports[k] = report
+            except (queue.Empty, QueueClosed):
+                return None
+        return self._reports.pop(key)
