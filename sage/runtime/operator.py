@@ -29,9 +29,16 @@ def _accepts_name(cls: type) -> bool:
     return any(p.kind is p.VAR_KEYWORD or p.name == "name" for p in params)
 
 
+def is_function_class(kind: str, function) -> bool:
+    """A class with the kind's method is a function class; any other class (``str``,
+    ``int``) is a plain callable applied to each item."""
+    method = "map0" if kind == "comap" else "execute"
+    return isinstance(function, type) and callable(getattr(function, method, None))
+
+
 def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
     """The function object one instance runs: a class is constructed here, in the task."""
-    if isinstance(function, type):
+    if is_function_class(kind, function):
         if "name" not in kwargs and _accepts_name(function):
             kwargs = dict(kwargs, name=name)
         return function(*args, **kwargs)

@@ -28,24 +28,18 @@ def check_function(kind: str, function, inputs: int = 1) -> None:
     """Reject at declaration what could only fail inside a task."""
     if kind == "comap" and isinstance(function, (list, tuple)):
         if len(function) != inputs:
-            raise ValueError(f"comap over {inputs} inputs needs {inputs} functions, got {len(function)}")
-        for fn in function:
-            if not callable(fn):
-                raise TypeError(f"comap: {fn!r} is not callable")
+            raise ValueError(f"comap over {inputs} inputs needs {inputs} functions, "
+                             f"got {len(function)}")
+        if not all(callable(fn) for fn in function):
+            raise TypeError("comap: every function must be callable")
         return
-    if isinstance(function, type):
-        needed = [f"map{i}" for i in range(inputs)] if kind == "comap" else ["execute"]
-        missing = [m for m in needed if not callable(getattr(function, m, None))]
-        base = BASE_CLASS_OF_KIND.get(kind)
-        if missing:
-            raise TypeError(f"{kind}: {function.__name__} has no {', '.join(missing)} "
-                            f"(derive it from {base.__name__ if base else 'BaseFunction'})")
-        if kind == "comap":
-            for i in range(inputs):
-                if getattr(function, f"map{i}") is getattr(BASE_CLASS_OF_KIND["comap"], f"map{i}"):
-                    if i >= 2:
-                        raise TypeError(f"comap over {inputs} inputs: {function.__name__} "
-                                        f"does not define map{i}")
+    if kind == "comap" and isinstance(function, type):
+        base = BASE_CLASS_OF_KIND["comap"]
+        missing = [f"map{i}" for i in range(inputs)
+                   if getattr(function, f"map{i}", None) in (None, getattr(base, f"map{i}"))]
+        if missing or not issubclass(function, base):
+            raise TypeError(f"comap over {inputs} inputs: {function.__name__} must derive from "
+                            f"BaseCoMapFunction and define map0..map{inputs - 1}")
         return
     if not callable(function):
         raise TypeError(f"{kind}: expected a function class or a callable, "
@@ -105,7 +99,7 @@ class BaseEnvironment:
         if parallelism > 1 and not isinstance(items, collections.abc.Sequence):
             raise ValueError("from_collection with parallelism > 1 needs a sequence (a list, "
                              "a tuple, a range): every instance reads its own share of it")
-        return self._add("collection", items, parallelism=parallelism, name=name or "collection")
+        return self._add("collection", items, parallelism=parallelism, name=name)
 
     from_batch_collection = from_collection  # SAGE's name
 

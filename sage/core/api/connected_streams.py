@@ -54,7 +54,7 @@ class ConnectedStreams:
 
     def print(self, prefix: str = "", *, parallelism: int = 1, name: str | None = None):
         return self.env._add("print", None, (), {"prefix": prefix}, inputs=self._inputs(),
-                             parallelism=parallelism, name=name or "print")
+                             parallelism=parallelism, name=name)
 
     def comap(self, *functions, parallelism: int = 1, name: str | None = None, **kwargs):
         """``comap(CoMapClass, ...)``, ``comap([f0, f1, ...])`` or ``comap(f0, f1, ...)``."""

@@ -58,7 +58,7 @@ class DataStream:
     def print(self, prefix: str = "", *, parallelism: int = 1, name: str | None = None):
         """Print each item (after ``prefix``) and pass it on."""
         return self.env._add("print", None, (), {"prefix": prefix}, inputs=[self.node],
-                             parallelism=parallelism, name=name or "print")
+                             parallelism=parallelism, name=name)
 
     def connect(self, other):
         """This stream and ``other`` (a DataStream or ConnectedStreams) as inputs 0, 1, ..."""

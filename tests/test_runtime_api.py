@@ -1,0 +1,436 @@
+"""The pipeline API in SAGE's shape: every operator kind, routing mode and parallelism, in
+thread and process mode."""
+
+import collections
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sage.core.api import ConnectedStreams, DataStream, LocalEnvironment
+from sage.core.function import (
+    BaseCoMapFunction,
+    BaseFunction,
+    BaseJoinFunction,
+    BatchFunction,
+    FilterFunction,
+    FlatMapFunction,
+    KeyByFunction,
+    MapFunction,
+    SinkFunction,
+    SourceFunction,
+    StopSignal,
+)
+from sage.runtime.router.packet import stable_hash
+
+from conftest import child_env
+
+pytest_plugins = ["runtime_support"]  # fixtures: mode, collect, no_leftovers
+pytestmark = [pytest.mark.usefixtures("no_leftovers"), pytest.mark.timeout(60)]
+
+
+def run(env) -> object:
+    return env.submit(autostop=True)
+
+
+def test_sage_module_paths_import_the_same_classes():
+    from sage.core.api.connected_streams import ConnectedStreams as C
+    from sage.core.api.datastream import DataStream as D
+    from sage.core.api.local_environment import LocalEnvironment as L
+    from sage.core.function.map_function import MapFunction as M
+    from sage.core.function.source_function import StopSignal as S
+
+    assert (C, D, L, M, S) == (ConnectedStreams, DataStream, LocalEnvironment, MapFunction,
+                               StopSignal)
+
+
+def test_base_function_takes_and_ignores_any_arguments():
+    class Double(MapFunction):
+        def execute(self, data):
+            return data * 2
+
+    f = Double(1, 2, key="x")
+    assert f.execute(4) == 8 and f.ctx is None and f.name == "Double"
+
+
+def test_map_filter_flatmap_sink_chain(mode, collect):
+    out = collect()
+    env = LocalEnvironment("chain", mode=mode)
+    (env.from_collection(map(str, range(200)))
+        .map(int)  # a class without execute() is a plain callable
+        .map(lambda x: x + 1)
+        .filter(lambda x: x % 2 == 0)
+        .flatmap(lambda x: [x, -x])
+        .sink(out))
+    summary = run(env)
+    expected = [y for x in range(1, 201) if x % 2 == 0 for y in (x, -x)]
+    assert sorted(out.items()) == sorted(expected)
+    assert summary.operators["collection"]["items_out"] == 200
+    assert summary.operators["flatmap"]["items_out"] == len(expected)
+
+
+class Tokenize(FlatMapFunction):
+    def execute(self, data):
+        for word in data.split():
+            self.collect(word)
+
+
+class Upper(MapFunction):
+    def __init__(self, suffix, **kwargs):
+        super().__init__(**kwargs)
+        self.suffix = suffix
+
+    def execute(self, data):
+        return data.upper() + self.suffix
+
+
+class LongWords(FilterFunction):
+    def execute(self, data):
+        return len(data) > 3
+
+
+def test_function_classes_get_their_declared_arguments(mode, collect):
+    out = collect()
+    env = LocalEnvironment("classes", mode=mode)
+    (env.from_collection(["the quick brown fox", "jumps over the lazy dog"])
+        .flatmap(Tokenize)
+        .filter(LongWords)
+        .map(Upper, "!", parallelism=2)
+        .sink(out))
+    run(env)
+    assert sorted(out.items()) == sorted(["QUICK!", "BROWN!", "JUMPS!", "OVER!", "LAZY!"])
+
+
+class WhoAmI(MapFunction):
+    def execute(self, data):
+        return (self.name, self.ctx.name, self.ctx.parallel_index, self.ctx.parallelism, data)
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_each_instance_sees_its_context_and_round_robin_spreads_items(mode, collect, parallelism):
+    out = collect()
+    env = LocalEnvironment("ctx", mode=mode)
+    env.from_collection(range(300)).map(WhoAmI, parallelism=parallelism, name="who").sink(out)
+    run(env)
+    items = out.items()
+    assert sorted(i[4] for i in items) == list(range(300))
+    assert {(i[0], i[1], i[3]) for i in items} == {("who", "who", parallelism)}
+    per_instance = collections.Counter(i[2] for i in items)
+    assert sorted(per_instance) == list(range(parallelism))
+    assert set(per_instance.values()) == {300 // parallelism}  # round robin: even shares
+
+
+class Numbers(BatchFunction):
+    def __init__(self, count, **kwargs):
+        super().__init__(**kwargs)
+        self.left = count
+
+    def execute(self):
+        if self.left == 0:
+            return None
+        self.left -= 1
+        return self.left
+
+
+class CountTo(SourceFunction):
+    def __init__(self, count, **kwargs):
+        super().__init__(**kwargs)
+        self.n = 0
+        self.count = count
+
+    def execute(self):
+        self.n += 1
+        if self.n > self.count:
+            return StopSignal("done")
+        return self.n if self.n % 5 else None  # None: nothing this call
+
+
+def test_sources_batch_class_callable_iterable_and_source_function(mode, collect):
+    a, b, c, d = collect(), collect(), collect(), collect()
+    env = LocalEnvironment("sources", mode=mode)
+    env.from_batch(Numbers, 50).sink(a)
+    env.from_batch([1, 2, 3]).sink(b)
+    env.from_source(CountTo, 20, delay=0.001).sink(c)
+    counter = iter(range(5))
+    env.from_batch(lambda: next(counter, None)).sink(d)
+    run(env)
+    assert sorted(a.items()) == list(range(50))
+    assert sorted(b.items()) == [1, 2, 3]
+    assert sorted(c.items()) == [n for n in range(1, 21) if n % 5]
+    assert sorted(d.items()) == [0, 1, 2, 3, 4]
+
+
+def test_a_source_with_parallelism_runs_one_function_per_instance(mode, collect):
+    out = collect()
+    env = LocalEnvironment("par-source", mode=mode)
+    env.from_batch(Numbers, 10, parallelism=3).sink(out)
+    env.from_collection(list(range(100)), parallelism=3).sink(out)
+    run(env)
+    items = out.items()
+    assert sorted(items) == sorted(list(range(10)) * 3 + list(range(100)))
+
+
+def test_one_stream_feeds_several_transformations_each_sees_every_item(mode, collect):
+    evens, odds, everything = collect(), collect(), collect()
+    env = LocalEnvironment("fanout", mode=mode)
+    numbers = env.from_collection(range(100)).map(lambda x: x, parallelism=2)
+    numbers.filter(lambda x: x % 2 == 0).sink(evens)
+    numbers.filter(lambda x: x % 2 == 1).sink(odds)
+    numbers.sink(everything)
+    run(env)
+    assert sorted(evens.items()) == list(range(0, 100, 2))
+    assert sorted(odds.items()) == list(range(1, 100, 2))
+    assert sorted(everything.items()) == list(range(100))
+
+
+class Word(KeyByFunction):
+    def execute(self, data):
+        return data
+
+
+class Tag(MapFunction):
+    def execute(self, data):
+        return (self.ctx.parallel_index, data)
+
+
+def test_keyby_hash_sends_each_key_to_one_stable_instance(mode, collect):
+    out = collect()
+    words = [f"w{i % 37}" for i in range(2000)]
+    env = LocalEnvironment("hash", mode=mode)
+    env.from_collection(words, parallelism=2).keyby(Word, parallelism=2).map(Tag, parallelism=3).sink(out)
+    run(env)
+    items = out.items()
+    assert len(items) == 2000
+    instances_of = collections.defaultdict(set)
+    for instance, word in items:
+        instances_of[word].add(instance)
+    # the stable hash decides, the same in every process (process mode: 7 processes)
+    assert all(seen == {stable_hash(w) % 3} for w, seen in instances_of.items())
+
+
+def test_keyby_broadcast_and_round_robin(mode, collect):
+    broadcast, spread = collect(), collect()
+    env = LocalEnvironment("strategies", mode=mode)
+    items = env.from_collection(range(60))
+    items.keyby(lambda x: x, strategy="broadcast").map(Tag, parallelism=3).sink(broadcast)
+    items.keyby(lambda x: 0, strategy="round_robin").map(Tag, parallelism=3).sink(spread)
+    run(env)
+    got = broadcast.items()
+    assert len(got) == 180
+    assert {i: sorted(x for j, x in got if j == i) for i in range(3)} == {i: list(range(60)) for i in range(3)}
+    counts = collections.Counter(i for i, _ in spread.items())
+    assert counts == {0: 20, 1: 20, 2: 20}  # all keys equal, yet spread evenly
+
+
+def test_stable_hash_is_the_same_in_other_processes_and_hash_seeds():
+    code = "from sage.runtime.router.packet import stable_hash; print(stable_hash('apple'), stable_hash(('k', 3)))"
+    outs = {subprocess.run([sys.executable, "-c", code], env=child_env(PYTHONHASHSEED=seed),
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
+    assert outs == {f"{stable_hash('apple')} {stable_hash(('k', 3))}\n"}
+
+
+class SensorCoMap(BaseCoMapFunction):
+    def map0(self, data):
+        return ("temp", data)
+
+    def map1(self, data):
+        return ("humidity", data)
+
+
+def test_connected_streams_map_sees_every_input(mode, collect):
+    out = collect()
+    env = LocalEnvironment("connected", mode=mode)
+    a = env.from_collection(range(10))
+    b = env.from_collection(range(100, 105))
+    c = env.from_collection(["x"])
+    a.connect(b).connect(c).map(lambda x: ("seen", x), parallelism=2).sink(out)
+    run(env)
+    assert sorted(map(str, out.items())) == sorted(
+        str(("seen", x)) for x in [*range(10), *range(100, 105), "x"])
+
+
+@pytest.mark.parametrize("style", ["class", "list", "args"])
+def test_comap_maps_each_input_with_its_own_function(mode, collect, style):
+    out = collect()
+    env = LocalEnvironment("comap", mode=mode)
+    temps = env.from_collection([20.5, 22.0])
+    humidity = env.from_collection([40, 50, 60])
+    connected = temps.connect(humidity)
+    if style == "class":
+        stream = connected.comap(SensorCoMap)
+    elif style == "list":
+        stream = connected.comap([lambda t: ("temp", t), lambda h: ("humidity", h)])
+    else:
+        stream = connected.comap(lambda t: ("temp", t), lambda h: ("humidity", h))
+    stream.sink(out)
+    run(env)
+    assert sorted(out.items()) == sorted([("temp", 20.5), ("temp", 22.0), ("humidity", 40),
+                                          ("humidity", 50), ("humidity", 60)])
+
+
+def test_comap_over_five_inputs_and_too_many_inputs_is_refused(mode, collect):
+    out = collect()
+    env = LocalEnvironment("comap5", mode=mode)
+    streams = [env.from_collection([i]) for i in range(6)]
+    connected = streams[0]
+    for s in streams[1:5]:
+        connected = connected.connect(s)
+    connected.comap([lambda x, i=i: (i, x) for i in range(5)]).sink(out)
+    with pytest.raises(ValueError, match="at most 5"):
+        connected.connect(streams[5])
+    with pytest.raises(ValueError, match="5 functions"):
+        connected.comap([lambda x: x] * 4)
+    run(env)
+    assert sorted(out.items()) == [(i, i) for i in range(5)]
+
+
+class UserOrderJoin(BaseJoinFunction):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.users = {}
+        self.orders = collections.defaultdict(list)
+
+    def execute(self, payload, key, tag):
+        if tag == 0:
+            self.users[key] = payload["name"]
+            return [(payload["name"], order) for order in self.orders.pop(key, [])]
+        if key in self.users:
+            return [(self.users[key], payload["order"])]
+        self.orders[key].append(payload["order"])
+        return []
+
+
+def test_join_meets_items_of_one_key_in_one_instance(mode, collect):
+    out = collect()
+    env = LocalEnvironment("join", mode=mode)
+    users = env.from_collection([{"id": i, "name": f"user{i}"} for i in range(20)])
+    orders = env.from_collection([{"id": i % 20, "order": i} for i in range(100)], parallelism=2)
+    (users.keyby(lambda u: u["id"])
+        .connect(orders.keyby(lambda o: o["id"], parallelism=2))
+        .join(UserOrderJoin, parallelism=3)
+        .sink(out))
+    run(env)
+    assert sorted(out.items()) == sorted((f"user{i % 20}", i) for i in range(100))
+
+
+def test_connected_keyby_then_join(mode, collect):
+    out = collect()
+    env = LocalEnvironment("cjoin", mode=mode)
+    left = env.from_collection([("a", 1), ("b", 2)])
+    right = env.from_collection([("a", 10), ("b", 20), ("c", 30)])
+    (left.connect(right)
+        .keyby(lambda x: x[0], lambda x: x[0])
+        .join(lambda payload, key, tag: [(key, tag, payload[1])], parallelism=2)
+        .sink(out))
+    run(env)
+    assert sorted(out.items()) == [("a", 0, 1), ("a", 1, 10), ("b", 0, 2), ("b", 1, 20), ("c", 1, 30)]
+
+
+def test_join_needs_keyed_inputs():
+    env = LocalEnvironment("badjoin")
+    a, b = env.from_collection([1]), env.from_collection([2])
+    with pytest.raises(ValueError, match="keyed"):
+        a.connect(b).join(UserOrderJoin)
+
+
+def test_print_prints_and_passes_items_on(mode, collect, capfd):
+    out = collect()
+    env = LocalEnvironment("print", mode=mode)
+    env.from_collection(["alpha", "beta"]).print("Seen").map(str.upper).sink(out)
+    run(env)
+    printed = capfd.readouterr().out.splitlines()
+    assert sorted(printed) == ["Seen: alpha", "Seen: beta"]
+    assert sorted(out.items()) == ["ALPHA", "BETA"]
+
+
+class Collect(SinkFunction):
+    def __init__(self, target, **kwargs):
+        super().__init__(**kwargs)
+        self.target = target
+
+    def execute(self, data):
+        self.target((self.name, data))
+
+
+def test_sink_class_with_name_and_arguments(mode, collect):
+    out = collect()
+    env = LocalEnvironment("sinkcls", mode=mode)
+    env.from_collection([1, 2]).sink(Collect, out, name="FinalSink", parallelism=2)
+    run(env)
+    assert sorted(out.items()) == [("FinalSink", 1), ("FinalSink", 2)]
+
+
+def test_thread_mode_lambdas_update_driver_state():
+    counts = collections.Counter()
+    env = LocalEnvironment("driver-state")
+    env.from_collection("abcab").map(lambda c: counts.update(c)).sink(lambda x: None)
+    run(env)
+    assert counts == {"a": 2, "b": 2, "c": 1}
+
+
+def test_metrics_are_readable_while_the_job_runs(mode):
+    env = LocalEnvironment("metrics", mode=mode)
+    env.from_source(lambda: 1, delay=0.001).map(lambda x: x, name="identity").sink(lambda x: None)
+    job = env.submit()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = {x.operator: x for x in env.metrics()}
+            if m["identity"].items_in > 20:
+                break
+            time.sleep(0.02)
+        assert m["identity"].items_in > 20 and m["identity"].errors == 0
+        assert job.state == "running"
+    finally:
+        summary = env.stop()
+    assert summary.operators["sink"]["items_in"] == summary.operators["source"]["items_out"]
+
+
+def test_context_manager_closes_and_close_is_idempotent(mode):
+    with LocalEnvironment("ctxmgr", mode=mode) as env:
+        env.from_source(lambda: 1).sink(lambda x: None)
+        env.submit()
+    env.close()
+    assert env.job.state == "closed"
+
+
+def test_unknown_config_mode_and_bad_parallelism_are_errors():
+    with pytest.raises(ValueError, match="queue_maxsize"):
+        LocalEnvironment(config={"queue_size": 3})
+    with pytest.raises(ValueError, match="mode"):
+        LocalEnvironment(mode="cluster")
+    with pytest.raises(ValueError, match="parallelism"):
+        LocalEnvironment().from_collection([1]).map(str, parallelism=0)
+    with pytest.raises(ValueError, match="strategy"):
+        LocalEnvironment().from_collection([1]).keyby(str, strategy="random")
+    with pytest.raises(TypeError, match="callable"):
+        LocalEnvironment().from_collection([1]).map(42)
+
+
+def test_process_mode_without_the_native_module_names_the_install_command(monkeypatch):
+    import sage.core.api.local_environment as local_environment
+
+    monkeypatch.setattr(local_environment, "is_sage_queue_available", lambda: False)
+    with pytest.raises(Exception, match="install.py --full"):
+        LocalEnvironment(mode="process")
+
+
+def test_submitting_twice_while_running_is_refused():
+    env = LocalEnvironment("twice")
+    env.from_source(lambda: 1).sink(lambda x: None)
+    env.submit()
+    try:
+        with pytest.raises(RuntimeError, match="running a job already"):
+            env.submit()
+    finally:
+        env.close()
+
+
+def test_base_function_outside_a_task_has_no_services():
+    class F(BaseFunction):
+        def execute(self, data):
+            return data
+
+    with pytest.raises(RuntimeError, match="inside a running task"):
+        F().call_service["x"]
