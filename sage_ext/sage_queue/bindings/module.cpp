@@ -243,23 +243,25 @@ py::object decode(const sage::RecordView& r) {
     if (r.tag == kTagBytes || r.tag == kTagByteArray) return copy_out(r.payload, r.len, r.tag == kTagByteArray);
     if (r.tag != kTagPickle || r.nparts == 0) throw sage::CorruptSegment("record with unknown tag " + std::to_string(r.tag));
     // Layout with out-of-band buffers: nparts u64 lengths, the pickle, then each buffer.
-    const uint8_t* lengths = r.nparts > 1 ? r.payload : nullptr;
-    auto part_len = [&](uint16_t k) {
-        uint64_t len;
-        memcpy(&len, lengths + 8 * k, 8);
-        return len;
-    };
+    // The lengths are read once, into private memory, and each checked against what is
+    // left of the record before it is used.
+    thread_local std::vector<uint64_t> lengths;
     const uint8_t* pickle = r.payload;
     uint64_t pickle_len = r.len;
-    if (lengths) {
-        uint64_t sum = 8ULL * r.nparts;
-        for (uint16_t k = 0; k < r.nparts; ++k) {
-            uint64_t len = part_len(k);
-            if (len > r.len || (sum += len) > r.len) break;
+    const bool with_buffers = r.nparts > 1;
+    if (with_buffers) {
+        const uint64_t table = 8ULL * r.nparts;
+        if (table > r.len) throw sage::CorruptSegment("record parts do not fit in the record");
+        lengths.resize(r.nparts);
+        memcpy(lengths.data(), r.payload, table);
+        uint64_t left = r.len - table;
+        for (uint64_t len : lengths) {
+            if (len > left) throw sage::CorruptSegment("record parts do not fit in the record");
+            left -= len;
         }
-        if (sum != r.len) throw sage::CorruptSegment("record parts do not add up to its length");
-        pickle += 8ULL * r.nparts;
-        pickle_len = part_len(0);
+        if (left != 0) throw sage::CorruptSegment("record parts do not add up to its length");
+        pickle += table;
+        pickle_len = lengths[0];
     }
     // Small pickles are copied out (one allocation); large ones are unpickled straight
     // from shared memory. Out-of-band buffers get one copy each: objects built on them
@@ -274,13 +276,13 @@ py::object decode(const sage::RecordView& r) {
         if (!source) throw py::error_already_set();
     }
     PyObject* result;
-    if (!lengths) {
+    if (!with_buffers) {
         result = PyObject_CallOneArg(support.loads, source.ptr());
     } else {
         py::list bufs;
         const uint8_t* at = pickle + pickle_len;
-        for (uint16_t k = 1; k < r.nparts; ++k) {
-            uint64_t len = part_len(k);
+        for (size_t k = 1; k < lengths.size(); ++k) {  // copy_out runs no Python code: no reentry
+            const uint64_t len = lengths[k];
             bufs.append(copy_out(at, len, true));
             at += len;
         }
@@ -396,8 +398,16 @@ py::dict info_dict(const sage::Info& in) {
     stats["lock_recoveries"] = in.stats.lock_recoveries;
     d["stats"] = stats;
     py::list attached;
-    for (auto& [pid, alive] : in.attached) attached.append(py::make_tuple(pid, alive));
+    for (auto& [pid, liveness] : in.attached)
+        attached.append(py::make_tuple(pid, liveness == sage::Liveness::alive  ? "alive"
+                                            : liveness == sage::Liveness::dead ? "dead"
+                                                                               : "unknown"));
     d["attached"] = attached;
+    py::dict waiters;
+    waiters["get"] = in.waiting_getters;
+    waiters["put"] = in.waiting_putters;
+    waiters["join"] = in.waiting_joiners;
+    d["waiters"] = waiters;
     return d;
 }
 
@@ -414,6 +424,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("LAYOUT_VERSION") = sage::kLayoutVersion;
 
     static py::exception<sage::CorruptSegment> corrupt(m, "SegmentCorruptError", PyExc_OSError);
+    static py::exception<sage::UntrustedSegment> untrusted(m, "SegmentUntrustedError", PyExc_PermissionError);
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
@@ -425,6 +436,8 @@ PYBIND11_MODULE(_native, m) {
             if (err) PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
         } catch (const sage::CorruptSegment& e) {
             py::set_error(corrupt, e.what());
+        } catch (const sage::UntrustedSegment& e) {
+            py::set_error(untrusted, e.what());
         }
     });
 
@@ -542,6 +555,8 @@ PYBIND11_MODULE(_native, m) {
             q.unlink();
         })
         .def("detach", &sage::ShmQueue::detach, py::call_guard<py::gil_scoped_release>())
+        .def("before_fork", [](sage::ShmQueue& q) { gil_held([&] { q.before_fork(); }); })
+        .def("after_fork_in_parent", [](sage::ShmQueue& q) { q.after_fork_in_parent(); })
         .def("after_fork_in_child", [](sage::ShmQueue& q) { gil_held([&] { q.after_fork_in_child(); }); })
         .def("info", [](sage::ShmQueue& q) {
             sage::ShmQueue::InUse in_use(q);

@@ -25,6 +25,7 @@ __all__ = [
     "QueueClosed",
     "QueueStats",
     "SegmentCorruptError",
+    "SegmentUntrustedError",
     "DEFAULT_CAPACITY_BYTES",
     "DEFAULT_BATCH_BYTES",
     "SEGMENT_DIR",
@@ -47,6 +48,9 @@ SEGMENT_DIR = "/dev/shm"
 SEGMENT_PREFIX = "sage_queue."
 
 SegmentCorruptError = _native.SegmentCorruptError
+# A file at the queue's name that is not a regular file of ours with mode 0600: whoever can
+# write a segment can run code in its consumers (pickle), so only its owner may open it.
+SegmentUntrustedError = _native.SegmentUntrustedError
 
 
 _native._set_support(queue.Empty, queue.Full, QueueClosed)
@@ -66,6 +70,10 @@ class QueueStats:
     persistent: bool  #: the segment outlives its last user
     attached_pids: tuple[int, ...]  #: live processes attached
     dead_pids: tuple[int, ...]  #: attached processes that died without detaching
+    unknown_pids: tuple[int, ...]  #: attached from another pid namespace: alive as far as we know
+    waiting_getters: int  #: callers asleep in get/get_many, waiting for an item
+    waiting_putters: int  #: callers asleep in put/put_many, waiting for room
+    waiting_joiners: int  #: callers asleep in join
     puts: int  #: items ever put
     gets: int  #: items ever taken
     bytes_put: int  #: payload bytes ever put
@@ -87,17 +95,32 @@ class QueueStats:
             unfinished_tasks=info["unfinished_tasks"],
             closed=info["closed"],
             persistent=info["persistent"],
-            attached_pids=tuple(p for p, alive in info["attached"] if alive),
-            dead_pids=tuple(p for p, alive in info["attached"] if not alive),
+            attached_pids=tuple(p for p, state in info["attached"] if state == "alive"),
+            dead_pids=tuple(p for p, state in info["attached"] if state == "dead"),
+            unknown_pids=tuple(p for p, state in info["attached"] if state == "unknown"),
+            waiting_getters=info["waiters"]["get"],
+            waiting_putters=info["waiters"]["put"],
+            waiting_joiners=info["waiters"]["join"],
             **{k: s[k] for k in (
                 "puts", "gets", "bytes_put", "bytes_got", "abandoned_records",
                 "reclaimed_records", "written_off_tasks", "lock_recoveries")},
         )
 
 
-# Handles of this process: re-registered in a forked child so it counts as a user,
-# and detached at exit so the last process out removes the segment.
+# Handles of this process: a forked child counts as a user from the fork on (the parent
+# reserves its slot before forking), and they are detached at exit so the last process
+# out removes the segment.
 _live_handles: weakref.WeakSet = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for handle in list(_live_handles):
+        handle.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for handle in list(_live_handles):
+        handle.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
@@ -120,7 +143,8 @@ class _ExitHookOwner:
 
 
 _exit_hook_owner = _ExitHookOwner()
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 atexit.register(_detach_all)
 _register_exit_hook()
 multiprocessing.util.register_after_fork(_exit_hook_owner, _register_exit_hook)

@@ -264,6 +264,39 @@ private:
 
 // ---------------------------------------------------------------- names
 
+namespace {
+
+// The character of `text` that starts at byte `at`, as a user would name it: 'é' (U+00E9),
+// a control character by its code, a byte that starts no UTF-8 character by its value.
+std::string describe_character(const std::string& text, size_t at) {
+    const unsigned char lead = text[at];
+    char buf[40];
+    if (lead >= 0x20 && lead < 0x7f) {
+        snprintf(buf, sizeof buf, "'%c'", lead);
+        return buf;
+    }
+    if (lead < 0x80) {
+        snprintf(buf, sizeof buf, "control character 0x%02x", unsigned(lead));
+        return buf;
+    }
+    const size_t extra = lead >= 0xf0 && lead < 0xf5 ? 3 : lead >= 0xe0 && lead < 0xf0 ? 2 : lead >= 0xc2 && lead < 0xe0 ? 1 : 0;
+    uint32_t cp = lead & (0x3f >> extra);
+    bool valid = extra > 0 && at + extra < text.size();
+    for (size_t k = 1; valid && k <= extra; ++k) {
+        const unsigned char cont = text[at + k];
+        valid = (cont & 0xc0) == 0x80;
+        cp = (cp << 6) | (cont & 0x3f);
+    }
+    if (!valid) {
+        snprintf(buf, sizeof buf, "byte 0x%02x (not UTF-8)", unsigned(lead));
+        return buf;
+    }
+    snprintf(buf, sizeof buf, " (U+%04X)", unsigned(cp));
+    return "'" + text.substr(at, extra + 1) + "'" + buf;
+}
+
+}  // namespace
+
 std::string ShmQueue::segment_path(const std::string& name) { return "/sage_queue." + name; }
 
 void ShmQueue::validate_name(const std::string& name) {
@@ -271,14 +304,12 @@ void ShmQueue::validate_name(const std::string& name) {
     if (name.size() > kMaxNameLength)
         throw InvalidArgument("queue name is " + std::to_string(name.size()) + " characters long; the limit is " +
                               std::to_string(kMaxNameLength));
-    for (unsigned char ch : name) {
+    for (size_t i = 0; i < name.size(); ++i) {
+        const unsigned char ch = name[i];
         bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
                   ch == '-' || ch == '.';
         if (!ok) {
-            char shown[16];
-            if (ch >= 0x20 && ch < 0x7f) snprintf(shown, sizeof shown, "'%c'", ch);
-            else snprintf(shown, sizeof shown, "byte 0x%02x", ch);
-            throw InvalidArgument(std::string("queue name contains ") + shown +
+            throw InvalidArgument("queue name contains " + describe_character(name, i) +
                                   "; use only letters, digits, '_', '-' and '.'");
         }
     }
