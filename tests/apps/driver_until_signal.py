@@ -1,0 +1,26 @@
+"""A driver that runs an endless pipeline until a signal ends it (test_runtime_failures).
+
+Prints one line ``READY <pids> <segments>`` once its tasks run, then blocks in
+``env.wait()`` (argv[2] == "wait") or in a plain sleep (argv[2] == "sleep")."""
+
+import json
+import os
+import sys
+import time
+
+from sage.core.api import LocalEnvironment
+
+mode, where = sys.argv[1], sys.argv[2]
+env = LocalEnvironment("until-signal", mode=mode)
+env.from_source(lambda: 1).map(lambda x: x + 1, parallelism=2).sink(lambda x: None)
+job = env.submit()
+pids = [t.process.pid for t in job._operator_tasks.values()] if mode == "process" else []
+segments = [f"sage_queue.{name}" for name in job.queue_names] if mode == "process" else []
+while sum(m.items_in for m in env.metrics()) < 100:
+    time.sleep(0.01)
+print("READY", json.dumps(pids, separators=(",", ":")), json.dumps(segments, separators=(",", ":")),
+      os.getpid(), flush=True)
+if where == "wait":
+    env.wait()
+else:
+    time.sleep(60)
