@@ -1,4 +1,4 @@
-"""The `sage` command (also `python -m sage`): info, queue list|cleanup|inspect, bench, demo."""
+"""The `sage` command (also `python -m sage`): info, queue list|cleanup|inspect|remove, bench, demo."""
 
 from __future__ import annotations
 
@@ -37,16 +37,11 @@ def _manager():
 
 def _cmd_queue(args) -> int:
     manager = _manager()
-    forwarded = [args.action]
     if args.action == "inspect":
         from sage_ext.sage_queue.python import debug_queue
 
-        return debug_queue.main([args.name] + (["--json"] if args.json else []))
-    if args.json and args.action == "list":
-        forwarded.append("--json")
-    if args.action == "cleanup":
-        forwarded += (["--force"] if args.force else []) + (["--dry-run"] if args.dry_run else [])
-    return manager.main(forwarded)
+        return debug_queue.main(args.args, prog="sage queue inspect")
+    return manager.main([args.action, *args.args], prog="sage queue")
 
 
 def _cmd_bench(args) -> int:
@@ -72,12 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=_cmd_info)
 
-    q = sub.add_parser("queue", help="sage_queue segments in /dev/shm")
-    q.add_argument("action", choices=["list", "cleanup", "inspect"])
-    q.add_argument("name", nargs="?", help="queue name (inspect)")
-    q.add_argument("--json", action="store_true")
-    q.add_argument("--force", action="store_true", help="cleanup: also corrupt and persistent ones")
-    q.add_argument("--dry-run", action="store_true", help="cleanup: only say what would go")
+    q = sub.add_parser(
+        "queue", help="sage_queue segments in /dev/shm: list, cleanup, inspect, remove",
+        description="sage_queue segments in /dev/shm. Files at a queue's name that are not a queue "
+                    "(a FIFO, symlink, directory, ...) or not trusted (another user's, or not mode "
+                    "0600) are listed and never opened; `cleanup --force` removes ours, never "
+                    "another user's.",
+        epilog="  sage queue list [NAME ...] [--json]\n"
+               "  sage queue cleanup [NAME ...] [--force] [--dry-run] [--min-age S]\n"
+               "  sage queue inspect NAME [--json]\n"
+               "  sage queue remove NAME",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("action", choices=["list", "cleanup", "inspect", "remove"])
+    q.add_argument("args", nargs=argparse.REMAINDER, help="the action's arguments (`sage queue ACTION -h`)")
     q.set_defaults(run=_cmd_queue)
 
     bench = sub.add_parser("bench", help="queue backends side by side")
@@ -95,8 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "queue" and args.action == "inspect" and not args.name:
-        parser.error("queue inspect needs a queue name")
     from sage.utils.queue_adapter import BackendUnavailableError
 
     try:

@@ -1,7 +1,10 @@
 """Shared fixtures. Every test gets unique queue names: the suite runs under pytest-xdist."""
 
+import dataclasses
 import importlib.util
 import os
+import random
+import time
 import uuid
 
 import pytest
@@ -13,6 +16,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Time limits of the fault tests are multiplied by this. ci/sanitize.sh sets 3: its ASan
 # build runs the native core several times slower, and there the limits are not the point.
 TIME_SCALE = float(os.environ.get("SAGE_TEST_TIME_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A time limit of the tests, scaled for the sanitizer build (SAGE_TEST_TIME_SCALE)."""
+    return seconds * TIME_SCALE
 
 
 def package_root() -> str:
@@ -105,3 +113,65 @@ def make_queue(queue_name):
 
 def segment_file(name: str) -> str:
     return f"/dev/shm/sage_queue.{name}"
+
+
+def write_segment_file(name: str, data: bytes, mode: int = 0o600) -> str:
+    """Write a file at queue ``name``'s path as the native core makes one: ours, mode 0600
+    whatever the umask (a wider mode is refused as not trusted before anything is read)."""
+    path = segment_file(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return path
+
+
+def observable_state(q) -> dict:
+    """Everything another process can observe of a queue: every stats() field (counters,
+    bytes_put/bytes_got, pids, waiters) plus the ring positions head/read/tail."""
+    info = q.info()
+    state = dataclasses.asdict(q.stats())
+    state.update(head=info["head"], read=info["read"], tail=info["tail"])
+    return state
+
+
+def assert_unchanged(q, before: dict, what: str = "the call") -> None:
+    """The queue's observable state equals ``before`` (an observable_state()), field by field."""
+    after = observable_state(q)
+    changed = {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys()
+               if before.get(k) != after.get(k)}
+    assert not changed, f"{what} changed the queue: {changed} (field: (before, after))"
+
+
+def wait_for_waiters(q, timeout: float = 10.0, **counts: int) -> dict:
+    """Wait until q.info()["waiters"] shows exactly ``counts`` callers asleep in each named
+    wait (get=, put=, join=): the blocked state itself, not a guess with a sleep. Returns
+    the waiters seen; fails the test after ``timeout`` (scaled) seconds."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        waiters = q.info()["waiters"]
+        if all(waiters[k] == n for k, n in counts.items()):
+            return waiters
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {scaled(timeout):g} s waiting for {counts} callers asleep "
+                        f"in the queue; waiters are {waiters}")
+        time.sleep(0.001)
+
+
+def random_seed() -> int:
+    """The seed of a random test: $SAGE_TEST_SEED, else a fresh one. Printed, so a failure's
+    captured output says how to rerun it."""
+    env = os.environ.get("SAGE_TEST_SEED")
+    seed = int(env) if env else random.SystemRandom().randrange(1 << 32)
+    print(f"random seed {seed} (rerun with SAGE_TEST_SEED={seed})")
+    return seed
+
+
+@pytest.fixture
+def rng():
+    """A random.Random seeded by random_seed(), for tests that take random decisions."""
+    return random.Random(random_seed())

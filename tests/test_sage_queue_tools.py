@@ -5,6 +5,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import child_env, requires_native, segment_file
+from conftest import child_env, requires_native, scaled, segment_file, write_segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(120)]
 needs_fork = pytest.mark.skipif(mp.get_start_method() != "fork",
@@ -71,6 +72,8 @@ def segments(queue_name):
     for name in names:
         try:
             os.unlink(segment_file(name))
+        except IsADirectoryError:
+            os.rmdir(segment_file(name))
         except FileNotFoundError:
             pass
 
@@ -194,15 +197,14 @@ def test_persistent_queue_survives_cleanup_without_force(manager, sq, segments):
 def test_corrupt_segment_is_listed_with_error_and_removed_only_with_force(
         manager, segments, content, old):
     name = segments()
-    path = segment_file(name)
-    with open(path, "wb") as f:
-        f.write(content)
+    path = write_segment_file(name, content)
     if old:
         _make_old(path)
     t0 = time.monotonic()
     [info] = manager.list_queues([name])
-    assert time.monotonic() - t0 < 1.5  # reported at once, not after the 2 s wait for a creator
-    assert info.error
+    assert time.monotonic() - t0 < scaled(1.5)  # reported at once, not after the 2 s wait for a creator
+    assert info.error and info.problem == "unreadable"
+    assert "sage queue cleanup --force" in info.error and "python -m" not in info.error
     assert info.items is None and info.live_pids == ()
     assert info.size_bytes == len(content)
     assert not manager.is_stale(info)
@@ -255,8 +257,7 @@ def test_cli_list_table_has_a_row_per_segment(make_queue, segments):
     q = make_queue()
     q.put(1)
     junk = segments()
-    with open(segment_file(junk), "wb") as f:
-        f.write(b"junk")
+    write_segment_file(junk, b"junk")
     r = run_tool("sage_queue_manager", "list", q.name, junk)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -323,7 +324,7 @@ def test_debug_queue_json_has_info_and_file_facts(make_queue):
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["stats"]["puts"] == 1 and d["items"] == 1
-    assert d["attached"] == [[os.getpid(), True]]
+    assert d["attached"] == [[os.getpid(), "alive"]]
     assert d["path"] == segment_file(q.name)
     assert d["size_bytes"] == os.stat(segment_file(q.name)).st_size
     assert d["mode"] == 0o600 and d["owner_uid"] == os.getuid()
@@ -334,7 +335,7 @@ def test_inspecting_takes_no_user_slot_and_changes_nothing(debug_queue, make_que
     q.put(b"x")
     before = q.stats()
     d = debug_queue.describe(q.name)
-    assert d["attached"] == [(os.getpid(), True)]
+    assert d["attached"] == [(os.getpid(), "alive")]
     assert q.stats() == before
     q.detach()  # the last user: the inspector must not have kept it alive
     assert not os.path.exists(segment_file(q.name))
@@ -347,6 +348,187 @@ def test_describing_a_missing_queue_raises_and_creates_nothing(debug_queue, queu
     r = run_tool("debug_queue", queue_name)
     assert r.returncode == 1 and "no queue named" in r.stderr
     assert not os.path.exists(segment_file(queue_name))
+
+
+# -- files at a queue's name that are not a queue, or not ours ------------------------------
+# A FIFO, a symlink or a directory at a queue's name is "not a queue": the tools never open a
+# FIFO (a plain open blocks until a writer comes) and never follow a symlink. A file of
+# another user, or one of ours whose mode is not 0600, is "not trusted". All are listed and
+# left alone; `cleanup --force` and `remove` delete ours, never another user's.
+
+TOOL_TIMEOUT = 20  # seconds (scaled); a tool that blocks on the FIFO never answers at all
+
+
+def sage(*args):
+    """`sage ARGS` in a fresh interpreter; a hang is a failed test, not a stuck worker."""
+    cmd = [sys.executable, "-m", "sage", *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=child_env(),
+                              timeout=scaled(TOOL_TIMEOUT), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`sage {' '.join(args)}` did not return in {scaled(TOOL_TIMEOUT):g} s")
+
+
+@pytest.fixture
+def decoy(tmp_path):
+    """A file of ours that a planted symlink points at: it must never be read or removed."""
+    path = tmp_path / "decoy"
+    path.write_bytes(b"SGQUEUE1" + bytes(4088))
+    os.chmod(path, 0o600)
+    return path
+
+
+def plant(kind, name, decoy=None):
+    """Put a `kind` thing at queue `name`'s path; returns a description for messages."""
+    path = segment_file(name)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "symlink":
+        os.symlink(decoy, path)
+    elif kind == "symlink-to-a-queue":
+        os.symlink(segment_file(decoy), path)
+    elif kind == "directory":
+        os.mkdir(path, 0o700)
+    elif kind == "socket":
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(path)
+    elif kind == "mode-0644":
+        write_segment_file(name, bytes(4096), mode=0o644)
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+FILE_TYPE = {"fifo": "FIFO", "symlink": "symlink", "symlink-to-a-queue": "symlink", "directory": "directory",
+             "socket": "socket"}
+
+
+def _gone(path):
+    return not os.path.lexists(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_list_inspect_cleanup_and_remove_return_at_once_on_a_fifo_or_symlink_and_call_it_not_a_queue(
+        segments, decoy, kind):
+    name = segments()
+    path = plant(kind, name, decoy)
+    r = sage("queue", "inspect", name)  # before the fix: blocked in open() on the FIFO
+    assert r.returncode == 1 and "is not a queue" in r.stderr and FILE_TYPE[kind] in r.stderr, r
+    assert "sage queue cleanup --force" in r.stderr and "python -m" not in r.stderr, r.stderr
+
+    r = sage("queue", "list", name)  # before the fix: skipped, so cleanup could never remove it
+    assert r.returncode == 0, r.stderr
+    [row] = [line for line in r.stdout.splitlines() if line.startswith(name + " ")]
+    assert f"not a queue ({FILE_TYPE[kind]}" in row, r.stdout
+    assert "sage queue cleanup --force" in r.stdout, r.stdout
+
+    r = sage("queue", "cleanup", name)  # without --force: listed and left
+    assert r.returncode == 0 and "sage queue cleanup --force" in r.stdout, r
+    assert os.path.lexists(path)
+
+    r = sage("queue", "cleanup", "--force", name)
+    assert r.returncode == 0 and f"removed {name}" in r.stdout, r
+    assert _gone(path)
+    assert decoy.read_bytes()[:8] == b"SGQUEUE1", "the symlink's target was touched"
+
+    plant(kind, name, decoy)
+    r = sage("queue", "remove", name)
+    assert r.returncode == 0 and f"removed {name}" in r.stdout, r
+    assert _gone(path) and decoy.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "symlink-to-a-queue", "directory", "socket", "mode-0644"])
+def test_a_file_of_ours_that_is_not_a_queue_or_not_trusted_is_listed_and_removed_only_with_force(
+        manager, debug_queue, make_queue, segments, decoy, kind):
+    target = make_queue()  # a live queue of ours: a symlink to it must not lead the tools there
+    target.put(b"kept")
+    name = segments()
+    path = plant(kind, name, target.name if kind == "symlink-to-a-queue" else decoy)
+    t0 = time.monotonic()
+    [info] = manager.list_queues([name])
+    assert time.monotonic() - t0 < scaled(2)
+    problem = "not trusted" if kind == "mode-0644" else "not a queue"
+    assert info.problem == problem and info.ours and info.items is None, info
+    assert info.file_type == ("regular file" if kind == "mode-0644" else FILE_TYPE[kind])
+    assert info.live_pids == info.dead_pids == () and not manager.is_stale(info)
+    assert "sage queue cleanup --force" in info.advice
+    expected_error = debug_queue.NotAQueueError if problem == "not a queue" else debug_queue.SegmentUntrustedError
+    with pytest.raises(expected_error, match=problem):
+        debug_queue.describe(name)
+    assert issubclass(expected_error, PermissionError)
+
+    assert manager.cleanup(min_age=0, names=[name]) == []
+    assert os.path.lexists(path)
+    assert manager.cleanup(force=True, dry_run=True, names=[name]) == [name]
+    assert os.path.lexists(path)
+    assert manager.cleanup(force=True, names=[name]) == [name]  # no age guard: never a queue being made
+    assert _gone(path)
+    assert target.get_nowait() == b"kept" and decoy.exists()
+
+
+def test_a_file_of_another_user_is_not_trusted_and_never_removed(manager, debug_queue, segments):
+    if os.geteuid() != 0:
+        pytest.skip("planting a file of another user needs root")
+    name = segments()
+    path = write_segment_file(name, b"SGQUEUE1" + bytes(4088))
+    os.chown(path, 65534, 65534)  # nobody's, mode 0600: a planted denial of service
+    [info] = manager.list_queues([name])
+    assert info.problem == "not trusted" and not info.ours and info.owner_uid == 65534, info
+    assert "uid 65534" in info.error and "0600" in info.error
+    assert "ask that user or root to remove it, or use another queue name" in info.advice
+    with pytest.raises(debug_queue.SegmentUntrustedError, match="uid 65534"):
+        debug_queue.describe(name)
+    assert not manager.is_stale(info, force=True)
+    assert manager.cleanup(force=True, min_age=0, names=[name]) == []
+    with pytest.raises(PermissionError, match="ask that user or root"):
+        manager.remove(name)
+    assert os.path.exists(path)
+    r = sage("queue", "list", name)
+    assert r.returncode == 0 and "not trusted (owner uid 65534, mode 0600)" in r.stdout, r
+    assert "uid 65534 (nobody): ask that user or root to remove it" in r.stdout, r.stdout
+    r = sage("queue", "cleanup", "--force", name)
+    assert r.returncode == 0 and "ask that user or root" in r.stdout and os.path.exists(path), r
+    r = sage("queue", "remove", name)
+    assert r.returncode == 1 and "ask that user or root" in r.stderr and os.path.exists(path), r
+
+
+_IN_ANOTHER_PID_NAMESPACE = """
+import sys
+from sage_ext.sage_queue.python.sage_queue import SageQueue
+q = SageQueue(sys.argv[1])
+q.put(b"from another pid namespace")
+print("attached", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_queue_used_from_another_pid_namespace_is_in_use_and_removed_only_with_force(manager, segments):
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare(1) and root to start a process in a new pid namespace")
+    name = segments()
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                             _IN_ANOTHER_PID_NAMESPACE, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        line = proc.stdout.readline()
+        if line != "attached\n":
+            proc.kill()
+            pytest.skip(f"cannot run a process in a new pid namespace here: {proc.communicate()[1][-500:]}")
+        _make_old(segment_file(name))
+        [info] = manager.list_queues([name])
+        assert info.live_pids == () and info.dead_pids == () and len(info.unknown_pids) == 1, info
+        assert not manager.is_stale(info) and manager.is_stale(info, force=True)
+        assert manager.cleanup(min_age=0, names=[name]) == []
+        assert os.path.exists(segment_file(name))
+        r = sage("queue", "list", name)
+        assert "in use (other pid namespace)" in r.stdout, r.stdout
+        assert manager.cleanup(force=True, min_age=0, names=[name]) == [name]
+        assert not os.path.exists(segment_file(name))
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # -- sage_demo -----------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """List sage_queue segments in /dev/shm and remove the stale ones.
 
-    python -m sage_ext.sage_queue.python.sage_queue_manager list [NAME ...] [--json]
-    python -m sage_ext.sage_queue.python.sage_queue_manager cleanup [NAME ...] [--force]
-                                                            [--dry-run] [--min-age S]
-    python -m sage_ext.sage_queue.python.sage_queue_manager remove NAME
+    sage queue list [NAME ...] [--json]
+    sage queue cleanup [NAME ...] [--force] [--dry-run] [--min-age S]
+    sage queue remove NAME
+    (also: python -m sage_ext.sage_queue.python.sage_queue_manager ...)
 
-A segment is stale when no live process is attached to it: its users were killed
-before they could detach. Persistent queues and unreadable files are removed
-only with ``force``. Segments are read in inspect mode, which changes nothing.
+A segment is stale when no process is attached to it any more: its users were killed
+before they could detach. A queue used by a process in another pid namespace (a
+container sharing /dev/shm) cannot be judged from here: it counts as in use, and only
+``--force`` removes it. Persistent queues and unreadable files are removed only with
+``--force``, too. Segments are read in inspect mode, which changes nothing.
+
+Every file at a queue's name is examined first without following a symlink or blocking
+on a FIFO. A file that is not a regular file is "not a queue"; another user's file, or
+one whose mode is not 0600, is "not trusted". Both are listed and never opened;
+``--force`` (and ``remove``) deletes them only when they are ours, never another user's.
 """
 
 from __future__ import annotations
@@ -20,15 +27,25 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-from .debug_queue import describe, open_inspect, segment_path
+from .debug_queue import (
+    CLEANUP_FORCE,
+    FileFacts,
+    examine,
+    open_inspect,
+    refuse_untrusted,
+    segment_path,
+    user_label,
+)
 from .sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
 
 __all__ = ["SegmentInfo", "list_queues", "is_stale", "cleanup", "remove", "main"]
 
+NOT_A_QUEUE, NOT_TRUSTED, UNREADABLE = "not a queue", "not trusted", "unreadable"
+
 
 @dataclasses.dataclass(frozen=True)
 class SegmentInfo:
-    """One segment file in /dev/shm; the queue fields are None when ``error`` is set."""
+    """One file at a queue's name in /dev/shm; the queue fields are None when ``problem`` is set."""
 
     name: str  #: queue name (the file name without the prefix)
     path: str  #: the segment file
@@ -41,47 +58,85 @@ class SegmentInfo:
     live_pids: tuple[int, ...]  #: attached processes still running
     dead_pids: tuple[int, ...]  #: attached processes that died without detaching
     age_seconds: float  #: since the file was last modified (for a queue: created)
-    error: str | None  #: why the segment cannot be read (corrupt, not ours, permission denied)
+    error: str | None  #: why the segment is not used (not a queue, not trusted, corrupt, ...)
+    #: attached processes in another pid namespace: alive or not, this one cannot tell
+    unknown_pids: tuple[int, ...] = ()
+    #: None for a queue; "not a queue" (not a regular file), "not trusted" (not ours or not
+    #: mode 0600), or "unreadable" (corrupt, or it could not be read)
+    problem: str | None = None
+    file_type: str = "regular file"  #: "regular file", "FIFO", "symlink", "directory", ...
+    owner_uid: int = -1
+    mode: int = 0  #: permission bits
+    advice: str | None = None  #: what to do about it, when something is wrong
+
+    @property
+    def ours(self) -> bool:
+        return self.owner_uid == os.geteuid()
 
 
 def _read(name: str, path: str) -> SegmentInfo | None:
     """The SegmentInfo of one file; None if it vanished meanwhile."""
     try:
-        st = os.stat(path)
+        facts = examine(path)
     except FileNotFoundError:
         return None
-    age = max(0.0, time.time() - st.st_mtime)
+    common = dict(name=name, path=path, size_bytes=facts.size_bytes, file_type=facts.file_type,
+                  owner_uid=facts.owner_uid, mode=facts.mode,
+                  age_seconds=max(0.0, time.time() - facts.mtime))
+
+    def refused(problem: str, error: str, advice: str | None) -> SegmentInfo:
+        return SegmentInfo(items=None, capacity_bytes=None, maxsize=None, closed=None, persistent=None,
+                           live_pids=(), dead_pids=(), error=error, problem=problem, advice=advice,
+                           **common)
+
     try:
-        d = describe(name)
+        segment_path(name)
+        refuse_untrusted(name, facts)
+    except ValueError as exc:  # a file whose name no queue can have
+        return refused(NOT_A_QUEUE, str(exc), facts.what_to_do)
+    except PermissionError as exc:  # NotAQueueError or SegmentUntrustedError
+        return refused(NOT_A_QUEUE if not facts.is_queue_file else NOT_TRUSTED, str(exc), facts.what_to_do)
+    try:
+        handle, facts = open_inspect(name)
     except FileNotFoundError:  # removed (perhaps recreated) since the scan
         return None
+    except PermissionError as exc:  # swapped for an untrusted file since our look
+        return refused(NOT_TRUSTED, str(exc), f"remove it with `{CLEANUP_FORCE}`")
     except (OSError, ValueError) as exc:  # SegmentCorruptError is an OSError
-        return SegmentInfo(name, path, st.st_size, None, None, None, None, None, (), (), age,
-                           str(exc))
+        return refused(UNREADABLE, str(exc), f"remove it with `{CLEANUP_FORCE}`")
+    try:
+        d = handle.info()
+    except (OSError, ValueError) as exc:
+        return refused(UNREADABLE, str(exc), f"remove it with `{CLEANUP_FORCE}`")
+    finally:
+        handle.detach()
+    by_state = {"alive": [], "dead": [], "unknown": []}
+    for pid, state in d["attached"]:
+        by_state[state].append(pid)
+    unknown = tuple(by_state["unknown"])
     return SegmentInfo(
-        name=name,
-        path=path,
-        size_bytes=d["size_bytes"],
         items=d["items"],
         capacity_bytes=d["capacity_bytes"],
         maxsize=d["maxsize"],
         closed=d["closed"],
         persistent=d["persistent"],
-        live_pids=tuple(p for p, alive in d["attached"] if alive),
-        dead_pids=tuple(p for p, alive in d["attached"] if not alive),
-        age_seconds=max(0.0, time.time() - d["mtime"]),
+        live_pids=tuple(by_state["alive"]),
+        dead_pids=tuple(by_state["dead"]),
+        unknown_pids=unknown,
         error=None,
+        advice=(f"used by a process in another pid namespace (a container?): only `{CLEANUP_FORCE}` "
+                "removes it" if unknown and not by_state["alive"] else None),
+        **common,
     )
 
 
 def list_queues(names: Iterable[str] | None = None) -> list[SegmentInfo]:
-    """Every segment file under /dev/shm with the sage_queue prefix (or only those of
-    ``names``), sorted by name."""
+    """Every file under /dev/shm with the sage_queue prefix, of any type (or only those of
+    ``names``), sorted by name. Nothing is followed, nothing blocks."""
     wanted = None if names is None else {SEGMENT_PREFIX + n for n in names}
     try:
         entries = [e for e in os.scandir(SEGMENT_DIR)
-                   if e.name.startswith(SEGMENT_PREFIX) and e.is_file(follow_symlinks=False)
-                   and (wanted is None or e.name in wanted)]
+                   if e.name.startswith(SEGMENT_PREFIX) and (wanted is None or e.name in wanted)]
     except FileNotFoundError:
         return []
     entries.sort(key=lambda e: e.name)
@@ -90,48 +145,84 @@ def list_queues(names: Iterable[str] | None = None) -> list[SegmentInfo]:
 
 
 def is_stale(info: SegmentInfo, force: bool = False) -> bool:
-    """No live process uses it, so it may go; unreadable and persistent ones only with ``force``."""
+    """No process uses it, so it may go. Only with ``force``: files that are not a queue
+    or not trusted (and only ours), unreadable ones, persistent queues, and queues used
+    from another pid namespace. A queue with a live user never goes."""
+    if info.problem in (NOT_A_QUEUE, NOT_TRUSTED):
+        return force and info.ours
     if info.error is not None:
         return force
     if info.live_pids:
         return False
+    if info.unknown_pids:
+        return force
     return force or not info.persistent
 
 
-def _remove_if_stale(name: str, force: bool) -> bool:
-    """Check once more, on a fresh attach, then remove; False if it is no longer stale."""
-    path = segment_path(name)
+def _unlink_refused(path: str, facts: FileFacts) -> bool:
+    """Remove a file that is not a queue or not trusted, if it is ours and still the same
+    file; never another user's. False if it is gone or changed meanwhile."""
+    if not facts.ours:
+        return False
     try:
-        handle, st = open_inspect(name)
+        now = os.lstat(path)
     except FileNotFoundError:
         return False
+    if (now.st_dev, now.st_ino, now.st_uid) != (facts.device, facts.inode, facts.owner_uid):
+        return False
+    try:
+        if facts.file_type == "directory":
+            os.rmdir(path)  # only an empty one: we never delete what is inside
+        else:
+            os.unlink(path)  # a symlink itself, never its target
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_if_stale(name: str, path: str, force: bool) -> bool:
+    """Check once more, on a fresh look and attach, then remove; False if it is no longer stale."""
+    try:
+        facts = examine(path)
+    except FileNotFoundError:
+        return False
+    if not facts.trusted:
+        return force and _unlink_refused(path, facts)
+    try:
+        handle, facts = open_inspect(name)
+    except FileNotFoundError:
+        return False
+    except PermissionError:  # swapped for something untrusted since the look above
+        return force and _unlink_refused(path, examine(path))
     except (OSError, ValueError):
-        if not force:
-            return False
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        return True
+        return force and _unlink_refused(path, facts)
     try:
         info = handle.info()
-        if any(alive for _, alive in info["attached"]) or (info["persistent"] and not force):
+        states = {state for _, state in info["attached"]}
+        if "alive" in states or (not force and ("unknown" in states or info["persistent"])):
             return False  # someone attached since the listing
         handle.unlink()
     finally:
         handle.detach()
-    _unlink_leftover(path, st)
+    _unlink_leftover(path, facts)
     return True
 
 
-def _unlink_leftover(path: str, st: os.stat_result) -> None:
+def _unlink_leftover(path: str, facts: FileFacts) -> None:
     """unlink() does nothing to a segment already marked removed by a user who died
     before removing the file: remove that file, but never a queue created since."""
     try:
-        if os.stat(path).st_ino == st.st_ino:
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) == (facts.device, facts.inode):
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _too_young(info: SegmentInfo, min_age: float) -> bool:
+    """A queue (or unreadable file) younger than min_age may be one being created right now;
+    a file that is not a queue or not trusted never is one."""
+    return info.problem not in (NOT_A_QUEUE, NOT_TRUSTED) and info.age_seconds < min_age
 
 
 def cleanup(
@@ -143,21 +234,23 @@ def cleanup(
 ) -> list[str]:
     """Remove stale segments at least ``min_age`` seconds old; returns the names removed.
 
-    The age guard leaves alone a queue whose creator has not attached yet. With
-    ``force``, also unreadable files and persistent queues with no live user.
-    ``dry_run`` removes nothing and returns what would be removed; ``names`` limits
-    the cleanup to those queues. A segment that cannot be removed calls
+    The age guard leaves alone a queue whose creator has not attached yet (a file that is
+    not a queue or not trusted is never one being created: no age guard). With ``force``,
+    also our files that are not a queue or not trusted, unreadable files, persistent
+    queues with no live user and queues used only from another pid namespace; another
+    user's file never. ``dry_run`` removes nothing and returns what would be removed;
+    ``names`` limits the cleanup to those queues. A segment that cannot be removed calls
     ``on_error(name, exc)``, or raises if on_error is None.
     """
     removed = []
     for info in list_queues(names):
-        if not is_stale(info, force) or info.age_seconds < min_age:
+        if not is_stale(info, force) or _too_young(info, min_age):
             continue
         if dry_run:
             removed.append(info.name)
             continue
         try:
-            if _remove_if_stale(info.name, force):
+            if _remove_if_stale(info.name, info.path, force):
                 removed.append(info.name)
         except (OSError, ValueError) as exc:
             if on_error is None:
@@ -169,30 +262,53 @@ def cleanup(
 def remove(name: str) -> None:
     """Remove queue ``name`` now, in use or not, as SageQueue.destroy() does: the queue is
     closed so attached processes see QueueClosed instead of waiting forever.
-    FileNotFoundError if there is no such queue; an unreadable file is deleted as is."""
+
+    FileNotFoundError if there is no such queue. A file of ours that is not a queue, not
+    trusted or unreadable is deleted as is (a directory only if empty). Another user's
+    file is never deleted: SegmentUntrustedError (a PermissionError) says whose it is.
+    """
     path = segment_path(name)
     try:
-        handle, st = open_inspect(name)
+        facts = examine(path)
     except FileNotFoundError:
-        raise  # not the OSError below: there is nothing to delete
-    except OSError:  # corrupt or foreign: nothing to close, just the file
-        os.unlink(path)
+        raise FileNotFoundError(f"no queue named '{name}' (no file {path})") from None
+    if not facts.trusted:
+        if facts.ours:
+            if not _unlink_refused(path, facts):
+                raise FileNotFoundError(f"'{path}' was removed or replaced meanwhile")
+            return
+        refuse_untrusted(name, facts)  # raises, naming the owner and what to do
+    try:
+        handle, facts = open_inspect(name)
+    except FileNotFoundError:
+        raise
+    except PermissionError:  # swapped since our look: decide on what is there now
+        return remove(name)
+    except OSError:  # corrupt: nothing to close, just the file
+        if not _unlink_refused(path, facts):
+            raise FileNotFoundError(f"'{path}' was removed or replaced meanwhile") from None
         return
     try:
         handle.close()
         handle.unlink()
     finally:
         handle.detach()
-    _unlink_leftover(path, st)
+    _unlink_leftover(path, facts)
 
 
 # ---------------------------------------------------------------- CLI
 
 def _status(info: SegmentInfo) -> str:
+    if info.problem == NOT_A_QUEUE:
+        return f"not a queue ({info.file_type}, owner uid {info.owner_uid})"
+    if info.problem == NOT_TRUSTED:
+        return f"not trusted (owner uid {info.owner_uid}, mode {info.mode:04o})"
     if info.error is not None:
         return f"error: {info.error}"
     if info.live_pids:
         return "in use"
+    if info.unknown_pids:
+        return "in use (other pid namespace)"
     if is_stale(info):
         return "stale"
     return "persistent, unused"
@@ -207,13 +323,13 @@ def _maybe(value) -> str:
 
 
 def format_table(infos: list[SegmentInfo]) -> str:
-    """A plain aligned table, one segment a line."""
+    """A plain aligned table, one segment a line, then what to do about the odd ones."""
     header = ("NAME", "SIZE", "ITEMS", "CAPACITY", "MAXSIZE", "LIVE PIDS", "DEAD PIDS", "AGE",
               "STATUS")
     rows = [header] + [
         (i.name, str(i.size_bytes), _maybe(i.items), _maybe(i.capacity_bytes), _maybe(i.maxsize),
-         _pids(i.live_pids), _pids(i.dead_pids), f"{i.age_seconds:.0f}s",
-         _status(i) + (", closed" if i.closed else ""))
+         _pids(i.live_pids + tuple(f"{p}?" for p in i.unknown_pids)), _pids(i.dead_pids),
+         f"{i.age_seconds:.0f}s", _status(i) + (", closed" if i.closed else ""))
         for i in infos
     ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header) - 1)]
@@ -223,6 +339,11 @@ def format_table(infos: list[SegmentInfo]) -> str:
         cells = [r[c].rjust(w) if c in numeric and r is not header else r[c].ljust(w)
                  for c, w in enumerate(widths)]
         lines.append("  ".join(cells + [r[-1]]))
+    notes = [f"  {i.name}: {i.advice}" for i in infos if i.advice]
+    if notes:
+        lines += ["", "to do:", *notes]
+    if any(i.unknown_pids for i in infos):
+        lines.append("(pid? : a process in another pid namespace; alive or not, this one cannot tell)")
     return "\n".join(lines)
 
 
@@ -252,13 +373,18 @@ def _cmd_cleanup(args) -> int:
         print(f"{verb} {name}")
     left = [i for i in list_queues(names) if i.name not in removed and i.name not in failures]
     need_force = [i.name for i in left if not is_stale(i) and is_stale(i, force=True)]
-    too_young = [i.name for i in left if is_stale(i, args.force) and i.age_seconds < args.min_age]
+    too_young = [i.name for i in left if is_stale(i, args.force) and _too_young(i, args.min_age)]
+    others = [i for i in left if i.problem in (NOT_A_QUEUE, NOT_TRUSTED) and not i.ours]
     if not removed and not failures:
         print("nothing to clean up")
     if need_force and not args.force:
-        print(f"kept (persistent or unreadable; use --force): {', '.join(need_force)}")
+        print(f"kept (not a queue, not trusted, unreadable, persistent, or used from another pid "
+              f"namespace): {', '.join(need_force)}; `{CLEANUP_FORCE}` removes them")
     if too_young:
         print(f"kept (younger than --min-age {args.min_age:g}s): {', '.join(too_young)}")
+    for i in others:
+        print(f"left {i.name} ({_status(i)}): it belongs to {user_label(i.owner_uid)}: ask that user or root "
+              "to remove it, or use another queue name")
     return 1 if failures else 0
 
 
@@ -275,11 +401,7 @@ def _cmd_remove(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sage_ext.sage_queue.python.sage_queue_manager",
-        description=f"List sage_queue segments in {SEGMENT_DIR} and remove stale ones.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_commands(sub) -> None:
     p = sub.add_parser("list", help="list segments with size, items and attached pids")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these queues")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -287,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("cleanup", help="remove segments no live process uses")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these queues")
     p.add_argument("--force", action="store_true",
-                   help="also remove unreadable segments and persistent queues with no live user")
+                   help="also remove our files that are not a queue or not trusted, unreadable "
+                        "segments, persistent queues with no live user, and queues used only from "
+                        "another pid namespace (never another user's file)")
     p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     p.add_argument("--min-age", type=float, default=5.0, metavar="S",
                    help="leave segments younger than S seconds (default 5): "
@@ -296,6 +420,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("remove", help="close and remove one queue now, in use or not")
     p.add_argument("name")
     p.set_defaults(run=_cmd_remove)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m sage_ext.sage_queue.python.sage_queue_manager",
+        description=f"List sage_queue segments in {SEGMENT_DIR} and remove stale ones "
+                    "(the same as `sage queue list|cleanup|remove`).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_commands(sub)
     args = parser.parse_args(argv)
     if getattr(args, "min_age", 0) < 0:
         parser.error("--min-age must be >= 0")
