@@ -71,7 +71,7 @@ class ConnectedStreams:
                             "or one callable per input")
         check_function("comap", function, len(self.streams))
         return self.env._add("comap", function, args, kwargs, inputs=self._inputs(),
-                             parallelism=parallelism, name=name or _comap_name(function))
+                             parallelism=parallelism, name=name)
 
     def keyby(self, *functions, strategy: str = "hash", parallelism: int = 1) -> ConnectedStreams:
         """One key function per input (or one for all)."""
@@ -98,6 +98,3 @@ class ConnectedStreams:
     def __repr__(self) -> str:
         return f"ConnectedStreams({', '.join(s.name for s in self.streams)})"
 
-
-def _comap_name(function) -> str:
-    return function.__name__ if isinstance(function, type) else "comap"
