@@ -38,15 +38,15 @@ def drain_until_closed(q, out_q):
 
 
 def wait_for_close(q, result, started):
+    """Block in get() until close(); result = the monotonic time it woke with QueueClosed, or -1."""
     from sage_ext.sage_queue.python.sage_queue import QueueClosed
 
     started.set()
-    t0 = time.monotonic()
     try:
         q.get()
         result.value = -1.0
     except QueueClosed:
-        result.value = time.monotonic() - t0
+        result.value = time.monotonic()
 
 
 def report_qsize(name, out_q):

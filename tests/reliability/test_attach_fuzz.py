@@ -29,11 +29,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import child_env, requires_native, segment_file
+from conftest import child_env, requires_native, scaled, segment_file, write_segment_file
 
 pytestmark = [requires_native, pytest.mark.timeout(600)]
 
-CASE_TIMEOUT = 10.0  # a corrupt segment must be refused within seconds (never-initialised: 2 s)
+CASE_TIMEOUT = scaled(10.0)  # a corrupt segment must be refused within seconds (never-initialised: 2 s)
 
 # struct Segment: name -> (offset, width)
 FIELDS = {
@@ -46,14 +46,18 @@ FIELDS = {
     "stats.puts": (208, 8), "stats.gets": (216, 8),
     "journal.active": (272, 4), "journal.slot_index": (276, 4), "journal.head": (280, 8),
     "journal.read": (288, 8), "journal.tail": (296, 8), "journal.items": (304, 8),
-    "journal.unfinished": (312, 8), "journal.slot_pid": (384, 4), "journal.slot_outstanding": (392, 8),
+    "journal.unfinished": (312, 8), "journal.slot_pid": (384, 4), "journal.slot_flags": (388, 4),
+    "journal.slot_start": (392, 8), "journal.slot_pidns": (400, 8), "journal.slot_outstanding": (408, 8),
     "not_empty_seq": (448, 4), "not_empty_sleepers": (452, 4), "not_full_seq": (512, 4),
     "not_full_sleepers": (516, 4), "join_seq": (576, 4), "join_sleepers": (580, 4),
-    "slot0.pid": (640, 4), "slot0.outstanding": (648, 8), "slot1.pid": (656, 4), "slot255.pid": (640 + 255 * 16, 4),
+    # struct Slot: pid i32, flags u32, start u64, pidns u64, outstanding u64
+    "slot0.pid": (640, 4), "slot0.flags": (644, 4), "slot0.start": (648, 8), "slot0.pidns": (656, 8),
+    "slot0.outstanding": (664, 8), "slot1.pid": (672, 4), "slot255.pid": (640 + 255 * 32, 4),
 }
-SLOTS_END = 640 + 256 * 16
-# struct RecordHeader: state u32, tag u8, unused u8, nparts u16, pid i32, claimer i32, len u64, stamp u64
-RECORD_FIELDS = {"state": (0, 4), "tag": (4, 1), "nparts": (6, 2), "pid": (8, 4), "claimer": (12, 4),
+SLOTS_END = 640 + 256 * 32
+# struct RecordHeader (layout version 3): state u32, tag u8, unused u8, nparts u16, holder_pid i32,
+# holder_start u32, len u64, stamp u64
+RECORD_FIELDS = {"state": (0, 4), "tag": (4, 1), "nparts": (6, 2), "holder_pid": (8, 4), "holder_start": (12, 4),
                  "len": (16, 8), "stamp": (24, 8)}
 REGIONS = {  # name: (start, end) in the header
     "mutex": (128, 168), "counters": (168, 272), "journal": (272, 400), "wait_words": (448, 640),
@@ -296,8 +300,7 @@ def run_group(cases):
     results = []
     try:
         for name, (_, data) in zip(names, cases, strict=True):
-            with open(segment_file(name), "wb") as f:
-                f.write(data)
+            write_segment_file(name, data)
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen([sys.executable, "-c", WORKER, *names], stdout=subprocess.PIPE,
                                     stderr=err, env=env)
@@ -344,8 +347,9 @@ BATCH = 40
 
 
 # No shrinking: the failure message names the exact case, and each re-run of a hang costs seconds.
+# print_blob: a failure prints the @reproduce_failure line that replays it exactly.
 @settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
 @given(st.lists(case, min_size=BATCH, max_size=BATCH))
 def test_randomly_mutated_segments_are_refused_or_used_never_crash_or_hang(batch):
     run_batch([(f"{template} {mutations}", apply(template, mutations)) for template, mutations in batch])
@@ -360,7 +364,8 @@ SECTION_THROWS_ON_CORRUPT_COUNTERS = (
 
 def test_a_section_that_throws_on_already_corrupt_counters_rolls_back_without_aborting():
     (r,) = run_batch([("section throws", apply(*SECTION_THROWS_ON_CORRUPT_COUNTERS))])
-    assert r["task_done"] == "ValueError" and r["detach"] == "ok", r
+    # Since the counters' invariants are checked at attach too, the open itself may refuse it.
+    assert r["open"] == "SegmentCorruptError" or (r["task_done"] == "ValueError" and r["detach"] == "ok"), r
 
 
 HEADER_FIELDS_END = 640  # everything before the slot table: ids, sizes, mutex, counters, journal, wait words
@@ -426,7 +431,7 @@ def test_a_lock_word_naming_no_live_holder_is_refused_as_corrupt_quickly():
         assert "lock of queue" in msg and "corrupt" in msg and "cleanup --force" in msg, msg
     assert "does not exist" in results[0]["messages"]["SegmentCorruptError"]
     assert "does not have the queue mapped" in results[2]["messages"]["SegmentCorruptError"]
-    assert elapsed < 5, f"took {elapsed:.1f} s to refuse three bad lock words"
+    assert elapsed < scaled(5), f"took {elapsed:.1f} s to refuse three bad lock words"
 
 
 def test_a_lock_word_naming_pid_1_is_refused_not_waited_for_forever():
@@ -452,6 +457,7 @@ OWN_THREAD_IN_LOCK_WORD = textwrap.dedent(
     real = sage_queue.SageQueue(sys.argv[1] + "-real", capacity_bytes=65536)
     path = "/dev/shm/sage_queue." + sys.argv[1]
     shutil.copyfile("/dev/shm/sage_queue." + real.name, path)
+    os.chmod(path, 0o600)  # as a segment is: a wider mode is refused before anything is read
     real.destroy()
     with open(path, "r+b") as f:
         f.seek(int(sys.argv[2]))
@@ -485,7 +491,7 @@ def test_a_lock_word_naming_an_idle_thread_of_this_process_is_refused_not_waited
     assert out.returncode == 0, out.stderr
     error, listed, opened = out.stdout.splitlines()
     assert "a thread of this process that is in no queue call" in error and "cleanup --force" in error, error
-    assert float(listed) < 2, f"took {float(listed):.1f} s to refuse it"
+    assert float(listed) < scaled(2), f"took {float(listed):.1f} s to refuse it"
     assert "a thread of this process that is in no queue call" in opened, opened
 
 
@@ -515,7 +521,7 @@ def test_a_live_holder_with_the_queue_mapped_is_waited_for_not_called_corrupt():
         waited = time.monotonic() - t0
         assert holder.stdout.readline().strip() == "released"
         assert q.get(timeout=1) == b"after the holder let go"
-        assert 0.5 < waited < 3, f"put returned after {waited:.2f} s: it did not wait for the holder"
+        assert 0.5 < waited < 0.7 + scaled(2), f"put returned after {waited:.2f} s: it did not wait for the holder"
     finally:
         holder.communicate("", timeout=10)
         q.destroy()

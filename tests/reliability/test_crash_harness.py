@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import TIME_SCALE, native_available, requires_native, segment_file
+from conftest import TIME_SCALE, native_available, random_seed, requires_native, segment_file
 
 # The harness imports SageQueue, which the minimal profile does not build.
 # SAGE_REQUIRE_NATIVE=1 makes its absence an error.
@@ -70,7 +70,8 @@ def check_run(cfg, ops):
 def test_one_producer_one_consumer_with_large_items_lose_nothing_put_and_recover_after_each_kill():
     # Mostly large items in a small ring: kills land inside long copies, the ring wraps and
     # fills, and the only survivor is the opposite role.
-    cfg = harness.Config(kills=60, producers=1, consumers=1, capacity_bytes=2 << 20, large_fraction=0.3,
+    cfg = harness.Config(seed=random_seed(),
+                         kills=60, producers=1, consumers=1, capacity_bytes=2 << 20, large_fraction=0.3,
                          medium_fraction=0.3, lock_fraction=0.25, max_seq=1 << 18)
     check_run(cfg, ops=(("put", "put_many"), ("get", "get_many")))  # 60 kills: each op is not sure
 
@@ -139,7 +140,8 @@ def test_kill_inside_a_put_that_restarted_the_empty_ring_leaves_the_queue_usable
 def test_two_producers_two_consumers_lose_only_what_dying_consumers_held_across_more_deaths_than_slots():
     # Mixed sizes and every operation; more deaths than the queue's 256 slots, as a long-lived
     # pool that respawns its workers would see (the dead ones' slots must be reaped).
-    cfg = harness.Config(kills=260, producers=2, consumers=2, capacity_bytes=4 << 20, lock_fraction=0.2,
+    cfg = harness.Config(seed=random_seed(),
+                         kills=260, producers=2, consumers=2, capacity_bytes=4 << 20, lock_fraction=0.2,
                          max_seq=1 << 21)
     check_run(cfg, ops=(("put",), ("put_many",), ("get",), ("get_many",), ("task_done",)))
 

@@ -237,11 +237,13 @@ class QueueMachine(RuleBasedStateMachine):
         assert (s.items, s.unfinished_tasks, s.closed) == (m.count, m.unfinished, m.closed)
         assert (s.puts, s.gets, s.bytes_put, s.bytes_got) == (m.puts, m.gets, m.bytes_put, m.bytes_got)
         assert s.used_bytes == m.tail - m.head, "ring accounting differs from the record-size model"
+        info = self.handles[0].info()
+        assert (info["head"], info["read"], info["tail"]) == (m.head, m.read, m.tail), "ring positions"
         assert (s.abandoned_records, s.reclaimed_records, s.lock_recoveries) == (0, 0, 0)
 
 
 def test_random_operation_sequences_behave_like_the_reference_model():
     run_state_machine_as_test(QueueMachine, settings=settings(
-        max_examples=200, stateful_step_count=50, deadline=None,
+        max_examples=200, stateful_step_count=50, deadline=None, print_blob=True,  # replays a failure
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     ))
