@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -394,6 +395,10 @@ def plant(kind, name, decoy=None):
 
         with socket.socket(socket.AF_UNIX) as s:
             s.bind(path)
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("mknod of a device node needs root")
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
     elif kind == "mode-0644":
         write_segment_file(name, bytes(4096), mode=0o644)
     else:
@@ -402,7 +407,7 @@ def plant(kind, name, decoy=None):
 
 
 FILE_TYPE = {"fifo": "FIFO", "symlink": "symlink", "symlink-to-a-queue": "symlink", "directory": "directory",
-             "socket": "socket"}
+             "socket": "socket", "device": "character device"}
 
 
 def _gone(path):
@@ -439,7 +444,8 @@ def test_list_inspect_cleanup_and_remove_return_at_once_on_a_fifo_or_symlink_and
     assert _gone(path) and decoy.exists()
 
 
-@pytest.mark.parametrize("kind", ["fifo", "symlink", "symlink-to-a-queue", "directory", "socket", "mode-0644"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "symlink-to-a-queue", "directory", "socket", "device",
+                                  "mode-0644"])
 def test_a_file_of_ours_that_is_not_a_queue_or_not_trusted_is_listed_and_removed_only_with_force(
         manager, debug_queue, make_queue, segments, decoy, kind):
     target = make_queue()  # a live queue of ours: a symlink to it must not lead the tools there
@@ -492,6 +498,16 @@ def test_a_file_of_another_user_is_not_trusted_and_never_removed(manager, debug_
     assert r.returncode == 0 and "ask that user or root" in r.stdout and os.path.exists(path), r
     r = sage("queue", "remove", name)
     assert r.returncode == 1 and "ask that user or root" in r.stderr and os.path.exists(path), r
+
+    fifo = segments()  # another user's FIFO: not a queue, and not ours to remove either
+    os.mkfifo(segment_file(fifo), 0o600)
+    os.chown(segment_file(fifo), 65534, 65534)
+    [info] = manager.list_queues([fifo])
+    assert info.problem == "not a queue" and info.file_type == "FIFO" and not info.ours, info
+    assert manager.cleanup(force=True, min_age=0, names=[fifo]) == []
+    with pytest.raises(PermissionError, match="is not a queue"):
+        manager.remove(fifo)
+    assert os.path.lexists(segment_file(fifo))
 
 
 _IN_ANOTHER_PID_NAMESPACE = """
