@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import sys
 from collections.abc import Callable
 
 from sage.core.function.base_function import BaseFunction
-from sage.core.function.lambda_function import LambdaCoMapFunction, wrap_callable
+from sage.core.function.lambda_function import LambdaCoMapFunction, execute_of, wrap_callable
 from sage.core.function.source_function import StopSignal
 
 __all__ = ["build_operator", "SOURCE_KINDS"]
@@ -52,33 +53,60 @@ def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
 
 
 class Operator:
+    """``process(batch)`` runs the function on a batch of packets and returns how many were
+    end markers; each kind has its own loop, as this is the per-item path."""
+
     ended = False  # sources: set once produce() found the stream's end
 
     def __init__(self, function, router):
         self.function = function
         self.router = router
         self.emit = router.emit
+        self.execute = execute_of(function) if function is not None else None
 
     def on_item(self, input_index: int, payload, key) -> None:
         raise NotImplementedError
 
+    def process(self, batch: list) -> int:
+        ends = 0
+        on_item = self.on_item
+        for input_index, payload, key in batch:
+            if input_index < 0:
+                ends += 1
+            else:
+                on_item(input_index, payload, key)
+        return ends
+
 
 class MapOperator(Operator):
-    def on_item(self, input_index, payload, key):
-        result = self.function.execute(payload)
-        if result is not None:
-            self.emit(result)
+    def process(self, batch):
+        ends = 0
+        execute, emit = self.execute, self.emit
+        for input_index, payload, _ in batch:
+            if input_index < 0:
+                ends += 1
+                continue
+            result = execute(payload)
+            if result is not None:
+                emit(result)
+        return ends
 
 
 class FilterOperator(Operator):
-    def on_item(self, input_index, payload, key):
-        if self.function.execute(payload):
-            self.emit(payload)
+    def process(self, batch):
+        ends = 0
+        execute, emit = self.execute, self.emit
+        for input_index, payload, _ in batch:
+            if input_index < 0:
+                ends += 1
+            elif execute(payload):
+                emit(payload)
+        return ends
 
 
 class FlatMapOperator(Operator):
     def on_item(self, input_index, payload, key):
-        results = self.function.execute(payload)
+        results = self.execute(payload)
         take = getattr(self.function, "take_collected", None)
         if take is not None:
             for item in take():
@@ -89,13 +117,27 @@ class FlatMapOperator(Operator):
 
 
 class SinkOperator(Operator):
-    def on_item(self, input_index, payload, key):
-        self.function.execute(payload)
+    def process(self, batch):
+        ends = 0
+        execute = self.execute
+        for input_index, payload, _ in batch:
+            if input_index < 0:
+                ends += 1
+            else:
+                execute(payload)
+        return ends
 
 
 class KeyByOperator(Operator):
-    def on_item(self, input_index, payload, key):
-        self.emit(payload, self.function.execute(payload))
+    def process(self, batch):
+        ends = 0
+        execute, emit = self.execute, self.emit
+        for input_index, payload, _ in batch:
+            if input_index < 0:
+                ends += 1
+            else:
+                emit(payload, execute(payload))
+        return ends
 
 
 class PrintOperator(Operator):
@@ -104,14 +146,20 @@ class PrintOperator(Operator):
         self.prefix = prefix
 
     def on_item(self, input_index, payload, key):
-        print(f"{self.prefix}: {payload}" if self.prefix else payload, flush=True)
+        line = f"{self.prefix}: {payload}\n" if self.prefix else f"{payload}\n"
+        out = sys.stdout
+        out.write(line)  # one write per line: lines of several processes never interleave
+        out.flush()
         self.emit(payload)
 
 
 class CoMapOperator(Operator):
     def __init__(self, function, router):
         super().__init__(function, router)
-        self.maps = [getattr(function, f"map{i}") for i in range(5)]
+        if isinstance(function, LambdaCoMapFunction):
+            self.maps = list(function.fns)
+        else:
+            self.maps = [getattr(function, f"map{i}") for i in range(5)]
 
     def on_item(self, input_index, payload, key):
         result = self.maps[input_index](payload)
@@ -121,7 +169,7 @@ class CoMapOperator(Operator):
 
 class JoinOperator(Operator):
     def on_item(self, input_index, payload, key):
-        results = self.function.execute(payload, key, input_index)
+        results = self.execute(payload, key, input_index)
         if results:
             for item in results:
                 self.emit(item)
@@ -151,8 +199,7 @@ class BatchSource(Operator):
 
     def produce(self, max_items: int) -> int:
         """Emit up to max_items; the count emitted."""
-        execute = self.function.execute
-        emit = self.emit
+        execute, emit = self.execute, self.emit
         for count in range(max_items):
             item = execute()
             if item is None or isinstance(item, StopSignal):
@@ -166,8 +213,7 @@ class FunctionSource(Operator):
     """A SourceFunction: called until the job stops or it returns a StopSignal; None: no item."""
 
     def produce(self, max_items: int) -> int:
-        execute = self.function.execute
-        emit = self.emit
+        execute, emit = self.execute, self.emit
         count = 0
         for _ in range(max_items):
             item = execute()

@@ -16,7 +16,7 @@ from .map_function import MapFunction
 from .sink_function import SinkFunction
 from .source_function import SourceFunction
 
-__all__ = ["wrap_callable", "LambdaCoMapFunction", "BASE_CLASS_OF_KIND"]
+__all__ = ["wrap_callable", "execute_of", "LambdaCoMapFunction", "BASE_CLASS_OF_KIND"]
 
 
 def _callable_name(fn: Callable) -> str:
@@ -110,3 +110,11 @@ BASE_CLASS_OF_KIND = {
 def wrap_callable(kind: str, fn: Callable) -> BaseFunction:
     """A function instance of ``kind`` that calls ``fn``."""
     return _WRAPPERS[kind](fn)
+
+
+def execute_of(function: BaseFunction) -> Callable:
+    """What to call per item: a wrapped callable itself (one call less per item), else the
+    function's execute."""
+    if isinstance(function, _LambdaMixin):
+        return function.fn
+    return function.execute

@@ -21,45 +21,61 @@ ROUTINGS = ("round_robin", "hash", "broadcast")
 class OutEdge:
     """The queues of one downstream transformation (one per instance) and how to pick one."""
 
-    __slots__ = ("input_index", "routing", "queues", "target", "_buffers", "_next", "_batch_size")
-
-    def __init__(self, input_index: int, routing: str, queues: Sequence, target: str = ""):
+    def __init__(self, input_index: int, routing: str, queues: Sequence, target: str = "",
+                 batch_size: int = 64):
         if routing not in ROUTINGS:
             raise ValueError(f"unknown routing {routing!r}; valid: {', '.join(ROUTINGS)}")
         if not queues:
             raise ValueError("an out-edge needs at least one downstream queue")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.input_index = input_index
         self.routing = routing
         self.queues = list(queues)
         self.target = target
+        self.batch_size = batch_size
+        self.sent = 0  # items handed to this edge (a broadcast item counts once)
         self._buffers: list[list] = [[] for _ in self.queues]
         self._next = 0
-        self._batch_size = 64
-
-    def send(self, payload, key) -> None:
-        packet = data_packet(self.input_index, payload, key)
-        count = len(self.queues)
-        if count == 1:
-            self._append(0, packet)
-        elif self.routing == "round_robin":
-            index = self._next
-            self._next = (index + 1) % count
-            self._append(index, packet)
-        elif self.routing == "hash":
-            self._append(stable_hash(key) % count, packet)
+        # the hot path: one function per case, chosen once
+        if len(self.queues) == 1:
+            self.send = self._send_to_the_one
         else:
-            for index in range(count):
-                self._append(index, packet)
+            self.send = {"round_robin": self._send_round_robin, "hash": self._send_by_key,
+                         "broadcast": self._send_to_all}[routing]
 
-    def _append(self, index: int, packet: tuple) -> None:
+    def _send_to_the_one(self, payload, key=None) -> None:
+        self.sent += 1
+        buffer = self._buffers[0]
+        buffer.append((self.input_index, payload, key))
+        if len(buffer) >= self.batch_size:
+            self._put(0)
+
+    def _send_round_robin(self, payload, key=None) -> None:
+        index = self._next
+        self._next = (index + 1) % len(self.queues)
+        self._append(index, payload, key)
+
+    def _send_by_key(self, payload, key=None) -> None:
+        self._append(stable_hash(key) % len(self.queues), payload, key)
+
+    def _send_to_all(self, payload, key=None) -> None:
+        self.sent += 1
+        packet = data_packet(self.input_index, payload, key)
+        for index, buffer in enumerate(self._buffers):
+            buffer.append(packet)
+            if len(buffer) >= self.batch_size:
+                self._put(index)
+
+    def _append(self, index: int, payload, key) -> None:
+        self.sent += 1
         buffer = self._buffers[index]
-        buffer.append(packet)
-        if len(buffer) >= self._batch_size:
+        buffer.append((self.input_index, payload, key))
+        if len(buffer) >= self.batch_size:
             self._put(index)
 
     def _put(self, index: int) -> None:
         buffer = self._buffers[index]
-        self._buffers[index] = []
         queue = self.queues[index]
         try:
             queue.put_many(buffer)  # blocks while the queue is full: backpressure
@@ -68,6 +84,7 @@ class OutEdge:
                 raise  # one item larger than the queue's ring: the error says by how much
             for packet in buffer:  # the batch as a whole is larger than the ring
                 queue.put(packet)
+        buffer.clear()  # put_many took its copy (encoded, or listed) during the call
 
     def flush(self) -> None:
         for index, buffer in enumerate(self._buffers):
@@ -83,27 +100,28 @@ class OutEdge:
 
 
 class Router:
-    """All out-edges of one task instance; counts what it emits."""
+    """All out-edges of one task instance."""
 
-    def __init__(self, edges: Sequence[OutEdge], batch_size: int = 64):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, edges: Sequence[OutEdge]):
         self.edges = list(edges)
-        for edge in self.edges:
-            edge._batch_size = batch_size
-        self.emitted = 0
         self._ended = False
-        # one edge (the usual case) skips the loop
-        self._single = self.edges[0] if len(self.edges) == 1 else None
+        if len(self.edges) == 1:
+            self.emit = self.edges[0].send  # the usual case skips a loop and a call
+        elif not self.edges:
+            self.emit = self._count_only
+        self._dropped = 0
 
     def emit(self, payload, key=None) -> None:
-        self.emitted += 1
-        single = self._single
-        if single is not None:
-            single.send(payload, key)
-            return
         for edge in self.edges:
             edge.send(payload, key)
+
+    def _count_only(self, payload, key=None) -> None:
+        self._dropped += 1  # nothing downstream: the stream ends here
+
+    @property
+    def emitted(self) -> int:
+        """Items emitted (each counts once, whatever the number of edges)."""
+        return self.edges[0].sent if self.edges else self._dropped
 
     def flush(self) -> None:
         for edge in self.edges:

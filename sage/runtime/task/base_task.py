@@ -78,7 +78,8 @@ class BaseTask:
         caller = self.make_caller()
         try:
             ctx = TaskContext(node.name, self.spec.index, node.parallelism, self.env_name, caller)
-            router = Router([OutEdge(*edge) for edge in self.wiring.out_edges], self.batch_size)
+            router = Router([OutEdge(*edge, batch_size=self.batch_size)
+                             for edge in self.wiring.out_edges])
             operator = build_operator(node, self.spec.index, router, ctx)
             if node.is_source:
                 self._run_source(operator, router)
@@ -113,20 +114,15 @@ class BaseTask:
     def _run_inputs(self, operator, router) -> None:
         source = self.wiring.input_queue
         batch_size = self.batch_size
-        on_item = operator.on_item
+        process = operator.process
         counters, base = self.counters, self._base
         ends_left = self.spec.ends_expected
         while ends_left:
             batch = source.get_many(batch_size)  # blocks until there is something
             while True:
-                taken = 0
-                for input_index, payload, key in batch:
-                    if input_index < 0:  # an end marker
-                        ends_left -= 1
-                        continue
-                    on_item(input_index, payload, key)
-                    taken += 1
-                counters[base + IN] += taken
+                ends = process(batch)  # end markers come last from each upstream instance
+                counters[base + IN] += len(batch) - ends
+                ends_left -= ends
                 if not ends_left:
                     break
                 try:
