@@ -1,6 +1,7 @@
 """Failures end the job loudly and leave nothing behind: an exception in any function, a
 task process killed by a signal, Ctrl-C or SIGTERM on the driver."""
 
+import errno
 import json
 import os
 import signal
@@ -149,3 +150,14 @@ def test_ctrl_c_or_sigterm_on_the_driver_ends_everything_within_five_seconds(sig
         time.sleep(0.02)
     assert not any(_pid_alive(p) for p in pids), "task processes outlived the driver"
     assert not [s for s in segments if os.path.exists(f"/dev/shm/{s}")], "segments left"
+
+
+@requires_native
+def test_a_pipeline_too_big_for_dev_shm_fails_at_submit_naming_sizes_and_shm_size():
+    free = os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize
+    env = LocalEnvironment("too-big", mode="process",
+                           config={"queue_capacity_bytes": free // 2 + (1 << 20)})
+    env.from_collection([1]).map(lambda x: x).sink(lambda x: None)
+    with pytest.raises(OSError, match=r"needs \d+\.\d MiB of shared memory.*--shm-size") as info:
+        env.submit()
+    assert info.value.errno == errno.ENOSPC
