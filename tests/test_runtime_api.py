@@ -434,3 +434,24 @@ def test_base_function_outside_a_task_has_no_services():
 
     with pytest.raises(RuntimeError, match="inside a running task"):
         F().call_service["x"]
+
+
+class CountAll(MapFunction):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.counts = collections.Counter()
+
+    def execute(self, word):
+        self.counts[word] += 1  # nothing passed on per item
+
+    def finish(self):
+        return sorted(self.counts.items())
+
+
+def test_finish_emits_what_a_function_accumulated_before_its_end_of_stream(mode, collect):
+    out = collect()
+    env = LocalEnvironment("finish", mode=mode)
+    words = ["a", "b", "a", "c", "a", "b"] * 50
+    env.from_collection(words).keyby(lambda w: w).map(CountAll, parallelism=2).sink(out)
+    env.submit(autostop=True)
+    assert sorted(out.items()) == [("a", 150), ("b", 100), ("c", 50)]

@@ -67,6 +67,14 @@ class Operator:
     def on_item(self, input_index: int, payload, key) -> None:
         raise NotImplementedError
 
+    def finish(self) -> None:
+        """The function's finish(): what it returns is emitted before the end markers."""
+        finish = getattr(self.function, "finish", None)
+        results = finish() if callable(finish) else None
+        if results is not None:
+            for item in results:
+                self.emit(item)
+
     def process(self, batch: list) -> int:
         ends = 0
         on_item = self.on_item

@@ -55,6 +55,13 @@ class BaseFunction(ABC):
             raise RuntimeError(f"{what} works only inside a running task (the runtime sets self.ctx)")
         return self.ctx
 
+    def finish(self):
+        """Called once, when this instance's input has ended (every upstream instance sent
+        its end of stream) or its source has: the items it returns (an iterable, or None)
+        are passed on before this instance's own end of stream. A place to emit what a
+        function accumulated, e.g. final counts."""
+        return None
+
     @abstractmethod
     def execute(self, data: Any) -> Any:
         """Process one item (sources: produce one)."""

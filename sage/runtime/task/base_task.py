@@ -5,7 +5,8 @@ router. Its loop takes what is queued (a batch when there is one), runs the func
 each item and hands the output to the router; when its input is momentarily empty it
 flushes the router, so batches never wait for more input. It finishes when it has counted
 one end marker per upstream instance per input (markers travel behind the data, so
-everything before them has been handled), then sends its own markers downstream.
+everything before them has been handled), calls the function's finish(), then sends its
+own markers downstream.
 A source loops over its function instead, until it ends or the job's stop event is set.
 """
 
@@ -85,6 +86,7 @@ class BaseTask:
                 self._run_source(operator, router)
             else:
                 self._run_inputs(operator, router)
+            operator.finish()
             router.end(self.key)
             self.counters[self._base + OUT] = router.emitted
         finally:
