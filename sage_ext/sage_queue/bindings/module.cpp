@@ -422,6 +422,9 @@ PYBIND11_MODULE(_native, m) {
     m.attr("RECORD_HEADER_BYTES") = sage::kRecordHeader;
     m.attr("MAX_NAME_LENGTH") = sage::kMaxNameLength;
     m.attr("LAYOUT_VERSION") = sage::kLayoutVersion;
+    py::dict layout;
+    for (const auto& [field, offset] : sage::layout_offsets()) layout[py::str(field)] = offset;
+    m.attr("LAYOUT") = layout;  // byte offsets of the shared layout's fields, for tools and tests
 
     static py::exception<sage::CorruptSegment> corrupt(m, "SegmentCorruptError", PyExc_OSError);
     static py::exception<sage::UntrustedSegment> untrusted(m, "SegmentUntrustedError", PyExc_PermissionError);

@@ -71,6 +71,11 @@ constexpr double kForever = -1.0;        // timeout value: block until done
 struct Segment;   // the shared header, defined in shm_queue.cpp
 struct Counters;  // its ring positions and counters
 
+// Byte offsets of the shared layout's fields ("segment.capacity", "slot.pid", "record.len", ...)
+// and the sizes of its parts: for tools and tests that read a segment file, so no offset is
+// typed by hand anywhere but the struct definitions.
+std::vector<std::pair<std::string, size_t>> layout_offsets();
+
 double monotonic_seconds();  // CLOCK_MONOTONIC: the clock every timeout is measured on
 
 // Called on a thread that is about to sleep on a queue's lock held by another thread

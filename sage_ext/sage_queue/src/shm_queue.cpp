@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstddef>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -261,6 +262,41 @@ private:
     Counters c_;
     Counters saved_;
 };
+
+std::vector<std::pair<std::string, size_t>> layout_offsets() {
+#define SAGE_FIELD(prefix, type, field) {prefix #field, offsetof(type, field)}
+    return {
+        SAGE_FIELD("segment.", Segment, magic), SAGE_FIELD("segment.", Segment, version),
+        SAGE_FIELD("segment.", Segment, header_bytes), SAGE_FIELD("segment.", Segment, capacity),
+        SAGE_FIELD("segment.", Segment, maxsize), SAGE_FIELD("segment.", Segment, ring_offset),
+        SAGE_FIELD("segment.", Segment, total_bytes), SAGE_FIELD("segment.", Segment, persistent),
+        SAGE_FIELD("segment.", Segment, creator_pid), SAGE_FIELD("segment.", Segment, ready),
+        SAGE_FIELD("segment.", Segment, closed), SAGE_FIELD("segment.", Segment, unlinked),
+        SAGE_FIELD("segment.", Segment, mutex), SAGE_FIELD("segment.", Segment, c),
+        SAGE_FIELD("segment.", Segment, journal), SAGE_FIELD("segment.", Segment, not_empty_seq),
+        SAGE_FIELD("segment.", Segment, not_empty_sleepers), SAGE_FIELD("segment.", Segment, not_full_seq),
+        SAGE_FIELD("segment.", Segment, not_full_sleepers), SAGE_FIELD("segment.", Segment, join_seq),
+        SAGE_FIELD("segment.", Segment, join_sleepers), SAGE_FIELD("segment.", Segment, slots),
+        {"segment.size", sizeof(Segment)}, {"segment.ring", ring_offset()},
+        SAGE_FIELD("counters.", Counters, head), SAGE_FIELD("counters.", Counters, read),
+        SAGE_FIELD("counters.", Counters, tail), SAGE_FIELD("counters.", Counters, items),
+        SAGE_FIELD("counters.", Counters, unfinished), SAGE_FIELD("counters.", Counters, stats),
+        {"counters.size", sizeof(Counters)},
+        SAGE_FIELD("journal.", Journal, active), SAGE_FIELD("journal.", Journal, slot_index),
+        SAGE_FIELD("journal.", Journal, saved), SAGE_FIELD("journal.", Journal, saved_slot),
+        SAGE_FIELD("slot.", Slot, pid), SAGE_FIELD("slot.", Slot, flags), SAGE_FIELD("slot.", Slot, start),
+        SAGE_FIELD("slot.", Slot, pidns), SAGE_FIELD("slot.", Slot, outstanding), {"slot.size", sizeof(Slot)},
+        {"slot.count", size_t(kMaxSlots)},
+        SAGE_FIELD("record.", RecordHeader, state), SAGE_FIELD("record.", RecordHeader, tag),
+        SAGE_FIELD("record.", RecordHeader, nparts), SAGE_FIELD("record.", RecordHeader, holder),
+        SAGE_FIELD("record.", RecordHeader, holder_start), SAGE_FIELD("record.", RecordHeader, len),
+        SAGE_FIELD("record.", RecordHeader, stamp_ns), {"record.size", sizeof(RecordHeader)},
+        {"record.state.reserved", kReserved}, {"record.state.committed", kCommitted},
+        {"record.state.claimed", kClaimed}, {"record.state.free", kFree}, {"record.state.pad", kPad},
+        {"record.state.abandoned", kAbandoned},
+    };
+#undef SAGE_FIELD
+}
 
 // ---------------------------------------------------------------- names
 

@@ -1,0 +1,60 @@
+"""Reading and writing a segment file's fields by name, at the offsets the native module
+reports (``_native.LAYOUT``): no offset is typed here."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+
+from conftest import segment_file
+
+from sage_ext.sage_queue.python import _native
+
+LAYOUT = _native.LAYOUT
+
+
+def field(name: str) -> int:
+    """Offset of a header field: "segment.capacity", "counters.tail" (within segment.c), ..."""
+    if name.startswith("counters."):
+        return LAYOUT["segment.c"] + LAYOUT[name]
+    if name.startswith("journal."):
+        return LAYOUT["segment.journal"] + LAYOUT[name]
+    return LAYOUT[name]
+
+
+def slot_field(index: int, name: str) -> int:
+    return LAYOUT["segment.slots"] + index * LAYOUT["slot.size"] + LAYOUT["slot." + name]
+
+
+class SegmentView:
+    """A read-write mapping of queue ``name``'s file, beside the queue's own."""
+
+    def __init__(self, name: str):
+        fd = os.open(segment_file(name), os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            self.mm = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        self.ring = self.u64(field("segment.ring_offset"))
+        self.cap = self.u64(field("segment.capacity"))
+
+    def close(self) -> None:
+        self.mm.close()
+
+    def u32(self, off: int) -> int:
+        return struct.unpack_from("<I", self.mm, off)[0]
+
+    def u64(self, off: int) -> int:
+        return struct.unpack_from("<Q", self.mm, off)[0]
+
+    def put(self, off: int, fmt: str, value) -> None:
+        struct.pack_into(fmt, self.mm, off, value)
+
+    def record(self, position: int, name: str = "state") -> int:
+        """Offset of a field of the record at ring position ``position`` (or of its payload)."""
+        base = self.ring + position % self.cap
+        return base + (LAYOUT["record.size"] if name == "payload" else LAYOUT["record." + name])
+
+    def slots_of(self, pid: int) -> list[int]:
+        return [i for i in range(LAYOUT["slot.count"]) if self.u32(slot_field(i, "pid")) == pid]
