@@ -7,9 +7,9 @@ import mmap
 import os
 import struct
 
-from conftest import segment_file
-
 from sage_ext.sage_queue.python import _native
+
+from conftest import segment_file
 
 LAYOUT = _native.LAYOUT
 

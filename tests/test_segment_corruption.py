@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+
 from conftest import child_env, requires_native, scaled, segment_file
 from test_segment_trust import run_child
 

@@ -17,6 +17,7 @@ import textwrap
 import uuid
 
 import pytest
+
 from conftest import child_env, requires_native, scaled, segment_file, write_segment_file
 
 pytestmark = requires_native
@@ -228,9 +229,9 @@ def test_a_forked_child_counts_as_a_user_from_the_fork_and_a_segment_left_by_dea
 
 def test_a_dead_producers_record_is_abandoned_even_when_its_pid_was_reused(name):
     """A reused pid is not the dead process: (pid, start time) tells them apart."""
-    from segment_layout import SegmentView
-
     from sage_ext.sage_queue.python.sage_queue import SageQueue
+
+    from segment_layout import SegmentView
 
     q = SageQueue(name, capacity_bytes=64 * 1024)
     view = SegmentView(name)
@@ -252,9 +253,9 @@ def test_a_dead_producers_record_is_abandoned_even_when_its_pid_was_reused(name)
 
 
 def test_a_dead_consumers_slot_is_written_off_even_when_its_pid_was_reused(name):
-    from segment_layout import SegmentView, slot_field
-
     from sage_ext.sage_queue.python.sage_queue import SageQueue
+
+    from segment_layout import SegmentView, slot_field
 
     q = SageQueue(name)
     q.put("taken, never task_done")
