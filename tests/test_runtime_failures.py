@@ -136,6 +136,9 @@ def test_ctrl_c_or_sigterm_on_the_driver_ends_everything_within_five_seconds(sig
         pids, segments = json.loads(pids), json.loads(segments)
         assert all(_pid_alive(p) for p in pids) and all(
             os.path.exists(f"/dev/shm/{s}") for s in segments)
+        # let it reach its blocking call: a signal landing just before one is a race of
+        # CPython's own (the handler would wait until the call returns)
+        time.sleep(0.2)
         sent = time.monotonic()
         driver.send_signal(sig)
         driver.wait(timeout=5)

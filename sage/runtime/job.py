@@ -32,6 +32,7 @@ __all__ = ["Job", "JobSummary", "InstanceMetrics", "RuntimeOptions"]
 
 log = logging.getLogger("sage.runtime")
 SHM_DIR = "/dev/shm"
+_SIGNAL_CHECK = 0.5  # seconds: the longest the driver's wait() goes without running handlers
 
 
 _live_jobs: weakref.WeakSet = weakref.WeakSet()
@@ -202,7 +203,7 @@ class Job:
                 targets = p.instances_of(edge.downstream)
                 wiring.out_edges.append((edge.input_index, edge.routing,
                                          [self._queues[t.input_queue] for t in targets],
-                                         targets[0].node.name))
+                                         targets[0].node.name, edge.tagged))
             wirings[spec.key] = wiring
         self._responses = responses
         self._requests = requests
@@ -269,6 +270,11 @@ class Job:
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise TimeoutError(f"the job is still running: {', '.join(sorted(pending))}")
+            if threading.current_thread() is threading.main_thread():
+                # wake now and then: Python runs signal handlers (Ctrl-C, SIGTERM) only in
+                # the main thread, and a signal the kernel gives to another thread of the
+                # user's does not interrupt this wait
+                timeout = _SIGNAL_CHECK if timeout is None else min(timeout, _SIGNAL_CHECK)
             try:
                 key, failure = self._events.get(timeout=timeout)
             except queue.Empty:

@@ -16,6 +16,8 @@ from sage.core.function.base_function import BaseFunction
 from sage.core.function.lambda_function import LambdaCoMapFunction, execute_of, wrap_callable
 from sage.core.function.source_function import StopSignal
 
+from .router.packet import EndOfStream
+
 __all__ = ["build_operator", "SOURCE_KINDS"]
 
 SOURCE_KINDS = ("collection", "batch", "source")
@@ -53,8 +55,9 @@ def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
 
 
 class Operator:
-    """``process(batch)`` runs the function on a batch of packets and returns how many were
-    end markers; each kind has its own loop, as this is the per-item path."""
+    """``process(batch)`` runs the function on a batch from the input queue and returns how
+    many end markers it held. Most operators get bare payloads; each kind has its own loop,
+    as this is the per-item path. TaggedOperator (comap, join) gets (input, payload, key)."""
 
     ended = False  # sources: set once produce() found the stream's end
 
@@ -77,6 +80,18 @@ class Operator:
 
     def process(self, batch: list) -> int:
         ends = 0
+        on_item, end = self.on_item, EndOfStream
+        for item in batch:
+            if type(item) is end:
+                ends += 1
+            else:
+                on_item(0, item, None)
+        return ends
+
+
+class TaggedOperator(Operator):
+    def process(self, batch: list) -> int:
+        ends = 0
         on_item = self.on_item
         for input_index, payload, key in batch:
             if input_index < 0:
@@ -89,12 +104,12 @@ class Operator:
 class MapOperator(Operator):
     def process(self, batch):
         ends = 0
-        execute, emit = self.execute, self.emit
-        for input_index, payload, _ in batch:
-            if input_index < 0:
+        execute, emit, end = self.execute, self.emit, EndOfStream
+        for item in batch:
+            if type(item) is end:
                 ends += 1
                 continue
-            result = execute(payload)
+            result = execute(item)
             if result is not None:
                 emit(result)
         return ends
@@ -103,12 +118,12 @@ class MapOperator(Operator):
 class FilterOperator(Operator):
     def process(self, batch):
         ends = 0
-        execute, emit = self.execute, self.emit
-        for input_index, payload, _ in batch:
-            if input_index < 0:
+        execute, emit, end = self.execute, self.emit, EndOfStream
+        for item in batch:
+            if type(item) is end:
                 ends += 1
-            elif execute(payload):
-                emit(payload)
+            elif execute(item):
+                emit(item)
         return ends
 
 
@@ -127,24 +142,24 @@ class FlatMapOperator(Operator):
 class SinkOperator(Operator):
     def process(self, batch):
         ends = 0
-        execute = self.execute
-        for input_index, payload, _ in batch:
-            if input_index < 0:
+        execute, end = self.execute, EndOfStream
+        for item in batch:
+            if type(item) is end:
                 ends += 1
             else:
-                execute(payload)
+                execute(item)
         return ends
 
 
 class KeyByOperator(Operator):
     def process(self, batch):
         ends = 0
-        execute, emit = self.execute, self.emit
-        for input_index, payload, _ in batch:
-            if input_index < 0:
+        execute, emit, end = self.execute, self.emit, EndOfStream
+        for item in batch:
+            if type(item) is end:
                 ends += 1
             else:
-                emit(payload, execute(payload))
+                emit(item, execute(item))
         return ends
 
 
@@ -161,7 +176,7 @@ class PrintOperator(Operator):
         self.emit(payload)
 
 
-class CoMapOperator(Operator):
+class CoMapOperator(TaggedOperator):
     def __init__(self, function, router):
         super().__init__(function, router)
         if isinstance(function, LambdaCoMapFunction):
@@ -175,7 +190,7 @@ class CoMapOperator(Operator):
             self.emit(result)
 
 
-class JoinOperator(Operator):
+class JoinOperator(TaggedOperator):
     def on_item(self, input_index, payload, key):
         results = self.execute(payload, key, input_index)
         if results:

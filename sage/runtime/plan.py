@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .router.packet import TAGGED_KINDS
 from .router.router import ROUTINGS
 
 __all__ = ["Node", "ServiceDecl", "Edge", "InstanceSpec", "ServiceSpec", "Plan", "build_plan",
@@ -56,6 +57,7 @@ class Edge:
     input_index: int
     routing: str
     transport: str
+    tagged: bool  # packets carry (input_index, payload, key): the downstream is a comap or join
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,8 @@ class Plan:
             lines.append(f"  {node.name} x{node.parallelism} ({node.kind})")
         for e in self.edges:
             lines.append(f"  {names[e.upstream]} -> {names[e.downstream]}"
-                         f" input {e.input_index}: {e.routing} over {e.transport}")
+                         f" input {e.input_index}: {e.routing} over {e.transport}"
+                         f"{' (tagged)' if e.tagged else ''}")
         return "\n".join(lines)
 
 
@@ -126,7 +129,7 @@ def build_plan(nodes: list, services: list, mode: str, job_id: str) -> Plan:
         raise ValueError("the pipeline is empty: declare a source (from_batch, from_source, ...)")
     _check(nodes)
     transport = TRANSPORT_OF_MODE[mode]
-    edges = [Edge(up.id, node.id, index, up.routing, transport)
+    edges = [Edge(up.id, node.id, index, up.routing, transport, node.kind in TAGGED_KINDS)
              for node in nodes for index, up in enumerate(node.inputs)]
     instances = []
     for node in nodes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .packet import data_packet, end_marker, stable_hash
+from .packet import end_marker, stable_hash
 
 __all__ = ["Router", "OutEdge", "ROUTINGS"]
 
@@ -22,7 +22,7 @@ class OutEdge:
     """The queues of one downstream transformation (one per instance) and how to pick one."""
 
     def __init__(self, input_index: int, routing: str, queues: Sequence, target: str = "",
-                 batch_size: int = 64):
+                 tagged: bool = False, batch_size: int = 64):
         if routing not in ROUTINGS:
             raise ValueError(f"unknown routing {routing!r}; valid: {', '.join(ROUTINGS)}")
         if not queues:
@@ -33,20 +33,37 @@ class OutEdge:
         self.routing = routing
         self.queues = list(queues)
         self.target = target
+        self.tagged = tagged  # (input_index, payload, key) tuples, else bare payloads
         self.batch_size = batch_size
-        self.sent = 0  # items handed to this edge (a broadcast item counts once)
+        self._counted = 0  # items sent, not counting those still in the buffers (see sent)
         self._buffers: list[list] = [[] for _ in self.queues]
         self._next = 0
         # the hot path: one function per case, chosen once
         if len(self.queues) == 1:
-            self.send = self._send_to_the_one
+            self._only = self._buffers[0]
+            self.send = self._send_tagged_to_the_one if tagged else self._send_bare_to_the_one
         else:
             self.send = {"round_robin": self._send_round_robin, "hash": self._send_by_key,
                          "broadcast": self._send_to_all}[routing]
 
-    def _send_to_the_one(self, payload, key=None) -> None:
-        self.sent += 1
-        buffer = self._buffers[0]
+    @property
+    def sent(self) -> int:
+        """Items handed to this edge (a broadcast item counts once)."""
+        if self.routing == "broadcast" and len(self.queues) > 1:
+            return self._counted
+        return self._counted + sum(len(buffer) for buffer in self._buffers)
+
+    def _packet(self, payload, key):
+        return (self.input_index, payload, key) if self.tagged else payload
+
+    def _send_bare_to_the_one(self, payload, key=None) -> None:
+        buffer = self._only
+        buffer.append(payload)
+        if len(buffer) >= self.batch_size:
+            self._put(0)
+
+    def _send_tagged_to_the_one(self, payload, key=None) -> None:
+        buffer = self._only
         buffer.append((self.input_index, payload, key))
         if len(buffer) >= self.batch_size:
             self._put(0)
@@ -60,17 +77,16 @@ class OutEdge:
         self._append(stable_hash(key) % len(self.queues), payload, key)
 
     def _send_to_all(self, payload, key=None) -> None:
-        self.sent += 1
-        packet = data_packet(self.input_index, payload, key)
+        self._counted += 1
+        packet = self._packet(payload, key)
         for index, buffer in enumerate(self._buffers):
             buffer.append(packet)
             if len(buffer) >= self.batch_size:
                 self._put(index)
 
     def _append(self, index: int, payload, key) -> None:
-        self.sent += 1
         buffer = self._buffers[index]
-        buffer.append((self.input_index, payload, key))
+        buffer.append((self.input_index, payload, key) if self.tagged else payload)
         if len(buffer) >= self.batch_size:
             self._put(index)
 
@@ -84,6 +100,8 @@ class OutEdge:
                 raise  # one item larger than the queue's ring: the error says by how much
             for packet in buffer:  # the batch as a whole is larger than the ring
                 queue.put(packet)
+        if self.routing != "broadcast" or len(self.queues) == 1:
+            self._counted += len(buffer)
         buffer.clear()  # put_many took its copy (encoded, or listed) during the call
 
     def flush(self) -> None:
@@ -94,7 +112,7 @@ class OutEdge:
     def end(self, sender: str) -> None:
         """Flush, then one end marker to every instance, whatever the routing."""
         self.flush()
-        marker = end_marker(self.input_index, sender)
+        marker = end_marker(self.input_index, sender, self.tagged)
         for queue in self.queues:
             queue.put(marker)
 

@@ -17,6 +17,8 @@ from concurrent.futures import Future
 
 from sage.utils import QueueClosed
 
+from ..task.local_task import leave_signals_to_the_main_thread
+
 __all__ = ["ServiceCaller", "ServiceProxies", "STOP_REQUEST"]
 
 STOP_REQUEST = None  # on a request queue: the service finishes what is before it, then ends
@@ -109,6 +111,7 @@ class ServiceCaller:
             pending.future.set_exception(TimeoutError(f"{pending.what} did not answer in time"))
 
     def _read(self) -> None:
+        leave_signals_to_the_main_thread()
         while True:
             with self._lock:
                 self._reader_deadline = deadline = self._next_deadline()

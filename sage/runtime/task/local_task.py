@@ -23,10 +23,21 @@ from sage.utils import QueueClosed
 
 from ..errors import TaskFailure
 
-__all__ = ["ThreadTask", "ProcessTask", "ProcessWatcher", "failure_of", "FORK"]
+__all__ = ["ThreadTask", "ProcessTask", "ProcessWatcher", "failure_of", "FORK",
+           "leave_signals_to_the_main_thread"]
 
 FORK = multiprocessing.get_context("fork")
 _PR_SET_PDEATHSIG = 1
+
+
+_DRIVER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def leave_signals_to_the_main_thread() -> None:
+    """Called first in every thread the runtime starts. The kernel gives a process's signal
+    to any thread that does not block it, and Python runs handlers only in the main thread:
+    a Ctrl-C that lands in a task thread would leave the main thread asleep in wait()."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _DRIVER_SIGNALS)
 
 
 def failure_of(operator: str, instance: int, exc: BaseException) -> TaskFailure:
@@ -55,6 +66,7 @@ class ThreadTask:
         self.thread = threading.Thread(target=self._main, name=f"sage-task-{key}", daemon=True)
 
     def _main(self) -> None:
+        leave_signals_to_the_main_thread()
         failure = _guarded(self._body, self.operator, self.instance)
         self._events.put((self.key, failure))
 
@@ -143,6 +155,7 @@ class ProcessWatcher:
         self.thread.join(timeout)
 
     def _main(self) -> None:
+        leave_signals_to_the_main_thread()
         remaining = dict(self._tasks)
         while remaining:
             for sentinel in multiprocessing.connection.wait(list(remaining)):
