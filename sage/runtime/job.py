@@ -8,23 +8,21 @@ destroys every queue (no /dev/shm segment outlives the job).
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import errno
 import logging
 import os
 import queue
-import signal
 import threading
 import time
-import weakref
 
 from sage.utils import create_queue
 
+from .driver_exit import live_jobs, register_exit_hook, restore_sigterm, unwind_on_sigterm
 from .errors import JobFailedError, TaskFailure
 from .plan import Plan
 from .service.base_service_task import ServiceTask
-from .service.service_caller import STOP_REQUEST
+from .service.service_caller import STOP_REQUEST, ServiceCaller
 from .task.base_task import ERRORS, FIELDS, IN, OUT, BaseTask, TaskContext
 from .task.local_task import FORK, ProcessTask, ProcessWatcher, ThreadTask
 
@@ -33,52 +31,6 @@ __all__ = ["Job", "JobSummary", "InstanceMetrics", "RuntimeOptions"]
 log = logging.getLogger("sage.runtime")
 SHM_DIR = "/dev/shm"
 _SIGNAL_CHECK = 0.5  # seconds: the longest the driver's wait() goes without running handlers
-
-
-_live_jobs: weakref.WeakSet = weakref.WeakSet()
-_default_sigterm_replaced = False
-
-
-def _sigterm_unwinds(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-def _unwind_on_sigterm() -> None:
-    """SIGTERM's default kills the driver on the spot, leaving task processes and segments
-    behind. While jobs run (and nobody chose a handler) it unwinds like Ctrl-C, so the
-    jobs are torn down by whoever catches it, or at exit."""
-    global _default_sigterm_replaced
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _sigterm_unwinds)
-        _default_sigterm_replaced = True
-
-
-def _restore_sigterm() -> None:
-    global _default_sigterm_replaced
-    if (_default_sigterm_replaced and not _live_jobs
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is _sigterm_unwinds):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _default_sigterm_replaced = False
-
-
-def _end_jobs_at_exit() -> None:
-    for job in list(_live_jobs):
-        job._teardown(abort=True)
-
-
-_exit_hook_registered = False
-
-
-def _register_exit_hook() -> None:
-    """Registered once queues exist: atexit runs hooks last-in first-out, so this one runs
-    before the queue module's own exit hook detaches every handle."""
-    global _exit_hook_registered
-    if not _exit_hook_registered:
-        atexit.register(_end_jobs_at_exit)
-        _exit_hook_registered = True
 
 
 def _quietly(call) -> None:
@@ -218,13 +170,13 @@ class Job:
         if self.state != "created":
             raise RuntimeError(f"a job starts once; this one is {self.state}")
         self.state = "running"
-        _live_jobs.add(self)
-        _unwind_on_sigterm()
+        live_jobs.add(self)
+        unwind_on_sigterm()
         try:
             wirings = self._wire()
             if self.process_mode:
                 self._errors = self._queue(f"{self.plan.job_id}.errors", 1 << 20)
-            _register_exit_hook()
+            register_exit_hook()
             for spec in self.plan.services:
                 ctx = TaskContext(spec.decl.name, 0, 1, self.env_name, None)
                 service = ServiceTask(spec, self._requests[spec.decl.name], self._responses, ctx)
@@ -250,8 +202,6 @@ class Job:
         return self
 
     def _service_body(self, service: ServiceTask, spec):
-        from .service.service_caller import ServiceCaller
-
         def body():
             caller = ServiceCaller(spec.slot, self._responses[spec.slot], self._requests,
                                    owner=f"service:{spec.decl.name}")
@@ -367,8 +317,8 @@ class Job:
             self._ended_at = time.monotonic()
         for q in self._queues.values():
             _quietly(q.destroy if hasattr(q, "destroy") else q.close)
-        _live_jobs.discard(self)
-        _restore_sigterm()
+        live_jobs.discard(self)
+        restore_sigterm()
 
     # -- observing ------------------------------------------------------------------
 
