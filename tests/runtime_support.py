@@ -25,7 +25,7 @@ class Collector:
             from sage.utils import create_queue
 
             self._queue = create_queue("sage_queue", name=f"t-collect-{uuid.uuid4().hex[:12]}",
-                                       capacity_bytes=16 << 20)
+                                       capacity_bytes=4 << 20)
         else:
             self._items: list = []
             self._lock = threading.Lock()

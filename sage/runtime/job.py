@@ -30,6 +30,7 @@ __all__ = ["Job", "JobSummary", "InstanceMetrics", "RuntimeOptions"]
 
 log = logging.getLogger("sage.runtime")
 SHM_DIR = "/dev/shm"
+_ERROR_QUEUE_BYTES = 256 << 10  # failure reports of task processes (tracebacks)
 _SIGNAL_CHECK = 0.5  # seconds: the longest the driver's wait() goes without running handlers
 
 
@@ -47,8 +48,10 @@ class RuntimeOptions:
 
     batch_size: int = 64  #: packets per put_many toward one downstream instance
     queue_maxsize: int = 1024  #: items per input queue (a full queue blocks its producers)
-    queue_capacity_bytes: int = 4 << 20  #: ring of each input queue (process mode)
-    service_capacity_bytes: int = 1 << 20  #: ring of each service request/response queue
+    # process mode: a dozen instances (24 MiB) fit Docker's default 64 MB /dev/shm; an item
+    # larger than its ring is refused in put() with both sizes, so raise it for big items
+    queue_capacity_bytes: int = 2 << 20  #: ring of each input queue (process mode)
+    service_capacity_bytes: int = 256 << 10  #: ring of each service request/response queue
     stop_timeout: float = 10.0  #: close(): how long a running job may drain before it is ended
 
     def __post_init__(self):
@@ -120,7 +123,8 @@ class Job:
     def shm_bytes_needed(self) -> int:
         o, p = self.options, self.plan
         rings = sum(1 for i in p.instances if i.input_queue) * o.queue_capacity_bytes
-        return rings + (len(p.services) + len(p.response_queues) + 1) * o.service_capacity_bytes
+        service_rings = (len(p.services) + len(p.response_queues)) * o.service_capacity_bytes
+        return rings + service_rings + _ERROR_QUEUE_BYTES
 
     def _check_shm_room(self) -> None:
         needed = self.shm_bytes_needed()
@@ -175,7 +179,7 @@ class Job:
         try:
             wirings = self._wire()
             if self.process_mode:
-                self._errors = self._queue(f"{self.plan.job_id}.errors", 1 << 20)
+                self._errors = self._queue(f"{self.plan.job_id}.errors", _ERROR_QUEUE_BYTES)
             register_exit_hook()
             for spec in self.plan.services:
                 ctx = TaskContext(spec.decl.name, 0, 1, self.env_name, None)
