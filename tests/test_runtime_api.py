@@ -455,3 +455,24 @@ def test_finish_emits_what_a_function_accumulated_before_its_end_of_stream(mode,
     env.from_collection(words).keyby(lambda w: w).map(CountAll, parallelism=2).sink(out)
     env.submit(autostop=True)
     assert sorted(out.items()) == [("a", 150), ("b", 100), ("c", 50)]
+
+
+def test_a_generator_function_is_a_batch_source(mode, collect):
+    out = collect()
+
+    def numbers(count, step=1):
+        yield from range(0, count, step)
+
+    env = LocalEnvironment("generator", mode=mode)
+    env.from_batch(numbers, 10, step=2).sink(out)
+    env.submit(autostop=True)
+    assert sorted(out.items()) == [0, 2, 4, 6, 8]
+
+
+def test_constructor_arguments_for_a_plain_callable_are_refused():
+    stream = LocalEnvironment("args").from_collection([1])
+    with pytest.raises(TypeError, match="plain callable"):
+        stream.map(lambda x: x, 3)
+    with pytest.raises(TypeError, match="plain callable"):
+        stream.filter(bool, threshold=2)
+    stream.map(Upper, "!")  # a function class takes them

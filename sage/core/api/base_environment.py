@@ -6,9 +6,11 @@ Declaring only records nodes of a graph; nothing runs until ``submit()``.
 from __future__ import annotations
 
 import collections.abc
+import inspect
 import itertools
 
 from sage.core.function.lambda_function import BASE_CLASS_OF_KIND
+from sage.runtime.operator import is_function_class
 from sage.runtime.plan import Node, ServiceDecl
 
 __all__ = ["BaseEnvironment", "describe_function"]
@@ -74,6 +76,12 @@ class BaseEnvironment:
             raise ValueError(f"parallelism must be an int >= 1, got {parallelism!r}")
         if name is not None and name in self._names:
             raise ValueError(f"an operator named {name!r} exists already in {self.name!r}")
+        if (args or kwargs) and kind not in ("print", "collection") and not (
+                kind == "comap" and isinstance(function, type)) and not is_function_class(
+                kind, function):
+            raise TypeError(f"{kind}: arguments {args or ''}{kwargs or ''} go to a function "
+                            f"class's constructor; {describe_function(kind, function)!r} is a "
+                            "plain callable (bind them with functools.partial or a closure)")
         node = Node(id=next(self._ids), kind=kind,
                     name=self._unique_name(name or describe_function(kind, function)),
                     function=function, args=tuple(args), kwargs=dict(kwargs or {}),
@@ -85,7 +93,11 @@ class BaseEnvironment:
     def from_batch(self, function, *args, parallelism: int = 1, name: str | None = None,
                    **kwargs):
         """A finite source: a BatchFunction class (``execute()`` returning None ends it), a
-        callable used as its execute, or any iterable (its items)."""
+        callable used as its execute, a generator function (called once with the
+        arguments; its items), or any iterable (its items)."""
+        if inspect.isgeneratorfunction(function):
+            return self.from_collection(function(*args, **kwargs), parallelism=parallelism,
+                                        name=name or describe_function("batch", function))
         if isinstance(function, type) or callable(function):
             check_function("batch", function)
             return self._add("batch", function, args, kwargs, parallelism=parallelism, name=name)
