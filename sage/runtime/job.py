@@ -317,6 +317,9 @@ class Job:
                     log.warning("sage task %s did not end (stuck in its function)", task.key)
         if self._watcher is not None:
             self._watcher.join(2.0)
+        elif self.process_mode:
+            for task in tasks:
+                task.reap()
         if self._ended_at is None and self._started_at is not None:
             self._ended_at = time.monotonic()
         for q in self._queues.values():

@@ -1,8 +1,8 @@
 """Operators: how each kind of function turns its input into output for the router.
 
 A task builds one operator per instance: it instantiates the function class (or wraps a
-plain callable) inside the task, sets its ``ctx``, and then calls ``on_item`` for every
-data packet (sources: ``produce``).
+plain callable) inside the task, sets its ``ctx``, then hands it each batch its input
+queue gives (``process``; sources: ``produce``) and, at the end, calls ``finish``.
 """
 
 from __future__ import annotations

@@ -136,6 +136,11 @@ class ProcessTask:
         if self.is_alive():
             self.process.kill()
 
+    def reap(self) -> None:
+        """Collect the exit status where no ProcessWatcher runs (a start that failed)."""
+        if self.process.pid is not None:
+            self.process.join(0)
+
 
 class ProcessWatcher:
     """A driver thread that turns each task process's exit into an event, at once: exit code
