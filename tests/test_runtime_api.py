@@ -476,3 +476,13 @@ def test_constructor_arguments_for_a_plain_callable_are_refused():
     with pytest.raises(TypeError, match="plain callable"):
         stream.filter(bool, threshold=2)
     stream.map(Upper, "!")  # a function class takes them
+
+
+def test_a_function_object_given_as_is_gets_one_copy_per_instance(mode, collect):
+    out = collect()
+    shared = WhoAmI()
+    env = LocalEnvironment("object", mode=mode)
+    env.from_collection(range(30)).map(shared, parallelism=3, name="who").sink(out)
+    env.submit(autostop=True)
+    assert {item[2] for item in out.items()} == {0, 1, 2}
+    assert shared.ctx is None  # the declared object itself is left as it was

@@ -7,6 +7,7 @@ queue gives (``process``; sources: ``produce``) and, at the end, calls ``finish`
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import sys
@@ -48,7 +49,7 @@ def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
     if kind == "comap" and isinstance(function, (list, tuple)):
         return LambdaCoMapFunction(function)
     if isinstance(function, BaseFunction):
-        return function
+        return copy.copy(function)  # one object per instance, each with its own ctx
     if callable(function):
         return wrap_callable(kind, function)
     raise TypeError(f"{kind}: expected a function class or a callable, got {type(function).__name__}")

@@ -9,6 +9,7 @@ import collections.abc
 import inspect
 import itertools
 
+from sage.core.function.base_function import BaseFunction
 from sage.core.function.lambda_function import BASE_CLASS_OF_KIND
 from sage.runtime.operator import is_function_class
 from sage.runtime.plan import Node, ServiceDecl
@@ -20,6 +21,8 @@ def describe_function(kind: str, function) -> str:
     """A default operator name: the class or function name, else the kind."""
     if isinstance(function, type):
         return function.__name__
+    if isinstance(function, BaseFunction):
+        return type(function).__name__
     name = getattr(function, "__name__", "")
     if name and name != "<lambda>":
         return name
@@ -43,7 +46,7 @@ def check_function(kind: str, function, inputs: int = 1) -> None:
             raise TypeError(f"comap over {inputs} inputs: {function.__name__} must derive from "
                             f"BaseCoMapFunction and define map0..map{inputs - 1}")
         return
-    if not callable(function):
+    if not callable(function) and not isinstance(function, BaseFunction):
         raise TypeError(f"{kind}: expected a function class or a callable, "
                         f"got {type(function).__name__}")
 
