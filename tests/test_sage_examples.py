@@ -93,3 +93,19 @@ def test_batch_sources_that_stop_by_themselves(mode):
         [f"countdown {n}" for n in range(4)] + ["letter a", "letter b"]
         + [f"square {i * i}" for i in range(1, 6)])
     assert lines[-1] == "done 11"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_readme_pipeline_runs_and_counts_right(mode, tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Pipelines"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")].replace('mode="process"', f'mode="{mode}"')
+    script = tmp_path / "readme_pipeline.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], env=child_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    counts = collections.Counter("to be or not to be that is the question".split())
+    assert sorted(done.stdout.splitlines()) == sorted(
+        f"count: {(word, n)!r}" for word, n in counts.items())
