@@ -229,3 +229,25 @@ def test_register_service_checks_its_arguments():
         env.register_service("calc", Calculator, 1)
     with pytest.raises(TypeError, match="class"):
         env.register_service("x", Calculator(1))
+
+
+class CancelThenCall(MapFunction):
+    def execute(self, x):
+        future = self.call_service_async["calc"].sleep_then(0.2, "unwanted")
+        cancelled = future.cancel()
+        try:
+            self.call_service["calc"].sleep_then(0.0, "x", timeout=0.05)
+        except TimeoutError as exc:
+            message = str(exc)
+        return cancelled, self.call_service["calc"].scale(x, timeout=5), message
+
+
+def test_a_cancelled_future_and_a_timeout_leave_the_caller_working(mode, collect):
+    out = collect()
+    env = LocalEnvironment("cancel", mode=mode)
+    env.register_service("calc", Calculator, 2)
+    env.from_collection([5]).map(CancelThenCall).sink(out)
+    env.submit(autostop=True)
+    [(cancelled, answer, message)] = out.items()
+    assert cancelled and answer == 10
+    assert "'sleep_then' (timeout 0.05 s) did not answer in time" in message

@@ -13,7 +13,7 @@ import itertools
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 from sage.utils import QueueClosed
 
@@ -23,6 +23,17 @@ __all__ = ["ServiceCaller", "ServiceProxies", "STOP_REQUEST"]
 
 STOP_REQUEST = None  # on a request queue: the service finishes what is before it, then ends
 _WAKE = (-1, True, None)  # put on our own response queue: the reader looks at deadlines again
+
+
+def _settle(future: Future, value, ok: bool = False) -> None:
+    """Resolve a future unless its caller cancelled it meanwhile."""
+    try:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    except InvalidStateError:
+        pass
 
 
 class _Pending:
@@ -62,6 +73,8 @@ class ServiceCaller:
         call_id = next(self._ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         what = f"service {service!r} method {method!r}"
+        if timeout is not None:
+            what += f" (timeout {timeout:g} s)"
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self.owner or 'this caller'} has finished; it cannot call {what}")
@@ -108,7 +121,7 @@ class ServiceCaller:
             for call_id, _ in expired:
                 del self._pending[call_id]
         for _, pending in expired:
-            pending.future.set_exception(TimeoutError(f"{pending.what} did not answer in time"))
+            _settle(pending.future, TimeoutError(f"{pending.what} did not answer in time"))
 
     def _read(self) -> None:
         leave_signals_to_the_main_thread()
@@ -131,17 +144,14 @@ class ServiceCaller:
                     if call_id >= 0:
                         self.late_replies += 1
                     continue
-                if ok:
-                    pending.future.set_result(value)
-                else:
-                    pending.future.set_exception(value)
+                _settle(pending.future, value, ok)
             self._expire()
 
     def _fail_all(self, why: str) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
         for p in pending.values():
-            p.future.set_exception(RuntimeError(f"{p.what}: {why}"))
+            _settle(p.future, RuntimeError(f"{p.what}: {why}"))
 
     def close(self) -> None:
         """No more calls; the reader ends (the response queue is closed). Idempotent."""
