@@ -486,3 +486,29 @@ def test_a_function_object_given_as_is_gets_one_copy_per_instance(mode, collect)
     env.submit(autostop=True)
     assert {item[2] for item in out.items()} == {0, 1, 2}
     assert shared.ctx is None  # the declared object itself is left as it was
+
+
+def test_the_plan_gives_each_edge_its_routing_transport_and_packet_format():
+    from sage.runtime.plan import build_plan
+
+    env = LocalEnvironment("plan")
+    words = env.from_collection(["a b"], name="lines").flatmap(str.split, parallelism=2,
+                                                               name="split")
+    keyed = words.keyby(lambda w: w, parallelism=2, name="key")
+    other = env.from_collection([("a", 1)], name="other").keyby(lambda p: p[0], name="key2")
+    keyed.connect(other).join(lambda payload, key, tag: [key], name="join").sink(print, name="out")
+    for mode, transport in (("thread", "python_queue"), ("process", "sage_queue")):
+        plan = build_plan(env.pipeline, [], mode, "job-x")
+        names = {n.id: n.name for n in plan.nodes}
+        edges = {(names[e.upstream], names[e.downstream]): (e.input_index, e.routing, e.tagged)
+                 for e in plan.edges}
+        assert edges == {("lines", "split"): (0, "round_robin", False),
+                         ("split", "key"): (0, "round_robin", False),
+                         ("key", "join"): (0, "hash", True),
+                         ("key2", "join"): (1, "hash", True),
+                         ("other", "key2"): (0, "round_robin", False),
+                         ("join", "out"): (0, "round_robin", False)}
+        assert {e.transport for e in plan.edges} == {transport}
+        join = [i for i in plan.instances if i.node.name == "join"]
+        assert [i.ends_expected for i in join] == [3]  # key x2 + key2 x1
+        assert "key -> join input 0: hash over " + transport + " (tagged)" in plan.describe()
