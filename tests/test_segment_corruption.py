@@ -142,3 +142,25 @@ def test_a_lock_word_naming_an_idle_thread_of_another_user_is_refused_not_waited
     finally:
         idle.communicate("\n", timeout=scaled(10))
         q.destroy()
+
+
+def test_a_wake_skipped_because_the_sleeper_count_was_overwritten_is_not_lost(name):
+    """The count of sleepers gates the wake syscall; it is shared memory, so a sleeper never
+    relies on it alone (found by the hostile fuzzer: a thread's get() slept forever)."""
+    r = scenario(name, """
+        import threading
+        got = []
+        getter = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
+        getter.start()
+        while q.info()["waiters"]["get"] != 1:
+            time.sleep(0.001)
+        struct.pack_into("<I", view.mm, field("segment.not_empty_sleepers"), 0)
+        t = time.monotonic()
+        q.put("wake up")
+        getter.join(5)
+        print(json.dumps(dict(got=got, seconds=time.monotonic() - t, waiters=q.info()["waiters"])))
+        q.destroy()
+    """)
+    assert r["got"] == ["wake up"], r
+    assert r["seconds"] < scaled(1), r
+    assert r["waiters"] == {"get": 0, "put": 0, "join": 0}, "the sleeper count wrapped below zero"

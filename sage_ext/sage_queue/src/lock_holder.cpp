@@ -186,7 +186,7 @@ std::string HolderWatch::look(int seen, const int* word, const void* segment, ui
     if (problem != "" && problem != "?") return problem;
     // A holder that may be real. Corrupt only if it kept the lock, unchanged, while the queue
     // made no progress: asleep all the while (a holder never sleeps inside the lock) for
-    // 2 s, or for 5 s (one we may not look into) or 10 s (one running) in all. Stopped (a
+    // 2 s, or else for 5 s (one we may not look into) or 10 s (one running) in all. Stopped (a
     // signal, a debugger) or in uninterruptible sleep, the hold is explained: wait on.
     const double t = monotonic_seconds();
     uint64_t cpu = 0;
@@ -202,12 +202,12 @@ std::string HolderWatch::look(int seen, const int* word, const void* segment, ui
     if (state != 'S') always_asleep_ = false;
     const double held = t - since_;
     const std::string by = "has been held for " + std::to_string(int(held)) + " s by thread " + std::to_string(tid);
-    if (problem == "?") {
+    if (always_asleep_ && held >= 2.0) {
+        return by + ", which has been asleep all that time (a user never sleeps holding it)";
+    } else if (problem == "?") {
         if (held >= 5.0)
             return by + ", which is not stopped and which we cannot look into, while the queue made no progress "
                         "(a user holds it for microseconds)";
-    } else if (always_asleep_ && held >= 2.0) {
-        return by + ", which has been asleep all that time (a user never sleeps holding it)";
     } else if (held >= 10.0) {
         return by + ", which is not stopped, while the queue made no progress (a user holds it for microseconds)";
     }

@@ -53,6 +53,7 @@ constexpr uint64_t kMaxMaxsize = 1ULL << 40;
 constexpr uint64_t kMaxOffset = 1ULL << 62;   // ring positions stay below: no sum of them overflows
 constexpr double kMaxSpinSeconds = 20e-6;    // a futex wake costs ~10 us each way on small VMs
 constexpr double kLivenessSlice = 0.02;      // how often a waiter checks for dead peers
+constexpr double kLostWakeSlice = 0.1;       // longest sleep: the sleeper count that gates wakes is shared memory
 constexpr uint64_t kLivenessAgeNs = 20000000; // a record held longer than this gets its holder checked
 constexpr uint64_t kLargeRecord = 64 * 1024;  // signal consumers before starting a copy this long
 constexpr double kInitWaitSeconds = 2.0;     // how long an opener waits for a creator to finish
@@ -854,13 +855,18 @@ Status ShmQueue::wait_on(void* seq_word, void* sleepers_word, uint32_t seen, dou
     for (;;) {
         double t = monotonic_seconds();
         if (t >= deadline) return Status::timeout;
-        double left = deadline - t;
-        if (check_liveness && left > kLivenessSlice) left = kLivenessSlice;
+        // Never sleep without end: a wake skipped because the sleeper count was overwritten
+        // (anything may write it) is found by the next look at the sequence word.
+        const double slice = check_liveness ? kLivenessSlice : kLostWakeSlice;
+        const double left = std::min(deadline - t, slice);
         sleepers.fetch_add(1, std::memory_order_seq_cst);
         bool interrupted = false;
         if (seq.load(std::memory_order_seq_cst) == seen)
-            interrupted = futex_wait(&seq, seen, std::isfinite(left) ? left : INFINITY) != 0 && errno == EINTR;
-        sleepers.fetch_sub(1, std::memory_order_seq_cst);
+            interrupted = futex_wait(&seq, seen, left) != 0 && errno == EINTR;
+        // Take our count back without wrapping below zero.
+        for (uint32_t n = sleepers.load(std::memory_order_seq_cst);
+             n != 0 && !sleepers.compare_exchange_weak(n, n - 1, std::memory_order_seq_cst);) {
+        }
         if (interrupted) return Status::interrupted;  // the caller runs the signal's handler
         if (seq.load(std::memory_order_acquire) != seen) {
             learn();
