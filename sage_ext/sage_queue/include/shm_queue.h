@@ -166,6 +166,10 @@ private:
     uint8_t* ring_ = nullptr;
     int slot_ = -1;
     int fork_slot_ = -1;  // reserved by before_fork() for the child about to be born
+    // A lock word found corrupt, and the queue's progress then: while both stay, the next
+    // call is refused at once instead of watching the same word again.
+    int corrupt_lock_word_ = 0;
+    uint64_t corrupt_lock_progress_ = 0;
     ProcessIdentity me_{};
     std::atomic<int> users_{0};
     std::atomic<bool> detaching_{false};

@@ -734,22 +734,31 @@ void ShmQueue::lock() {
     }
 #if defined(__GLIBC__)
     HolderWatch watch;
+    auto progress_now = [this] {
+        return uint64_t(seg_->not_empty_seq.load()) + seg_->not_full_seq.load() + seg_->join_seq.load();
+    };
 #endif
     while (rc == EBUSY || rc == ETIMEDOUT) {
 #if defined(__GLIBC__)
+        const int* word = &seg_->mutex.__data.__lock;
+        if (corrupt_lock_word_ != 0 && __atomic_load_n(word, __ATOMIC_ACQUIRE) == corrupt_lock_word_ &&
+            progress_now() == corrupt_lock_progress_)
+            throw CorruptSegment("the lock of queue '" + name_ + "' still holds the corrupt word " +
+                                 std::to_string(corrupt_lock_word_) + " found before" + kCleanup);
         if (rc == ETIMEDOUT) {
-            const int* word = &seg_->mutex.__data.__lock;
             const int seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-            const uint64_t progress = uint64_t(seg_->not_empty_seq.load()) + seg_->not_full_seq.load() +
-                                      seg_->join_seq.load();
+            const uint64_t progress = progress_now();
             bool foreign = false;
             for (int i = 0; i < kMaxSlots && !foreign; ++i)
                 foreign = seg_->slots[i].pid.load() != 0 && seg_->slots[i].pidns != me_.pidns;
             std::string problem = watch.look(seen, word, seg_, progress, foreign);
             // Only a word that stayed put while we looked: a holder may have just left.
-            if (!problem.empty() && __atomic_load_n(word, __ATOMIC_ACQUIRE) == seen)
+            if (!problem.empty() && __atomic_load_n(word, __ATOMIC_ACQUIRE) == seen) {
+                corrupt_lock_word_ = seen;
+                corrupt_lock_progress_ = progress;
                 throw CorruptSegment("the lock of queue '" + name_ + "' " + problem + ": the segment is corrupt" +
                                      kCleanup);
+            }
         }
 #endif
         timespec until;
