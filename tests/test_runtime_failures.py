@@ -102,7 +102,7 @@ def test_a_task_process_killed_by_a_signal_fails_the_job_within_a_second():
     job = env.submit()
     while sum(m.items_in for m in env.metrics() if m.operator == "victim") < 100:
         time.sleep(0.01)
-    pid = job._operator_tasks["victim[1]"].process.pid
+    pid = job.task_pids["victim[1]"]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
     with pytest.raises(JobFailedError) as info:

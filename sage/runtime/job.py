@@ -360,4 +360,11 @@ class Job:
 
     @property
     def queue_names(self) -> list:
+        """Names of the queues this job made (process mode: /dev/shm/sage_queue.<name>)."""
         return list(self._queues)
+
+    @property
+    def task_pids(self) -> dict:
+        """Process mode: the pid of each task ("operator[instance]", "service:name")."""
+        tasks = {**self._operator_tasks, **self._service_tasks}
+        return {key: task.process.pid for key, task in tasks.items() if hasattr(task, "process")}

@@ -14,7 +14,7 @@ mode, where = sys.argv[1], sys.argv[2]
 env = LocalEnvironment("until-signal", mode=mode)
 env.from_source(lambda: 1).map(lambda x: x + 1, parallelism=2).sink(lambda x: None)
 job = env.submit()
-pids = [t.process.pid for t in job._operator_tasks.values()] if mode == "process" else []
+pids = list(job.task_pids.values())
 segments = [f"sage_queue.{name}" for name in job.queue_names] if mode == "process" else []
 while sum(m.items_in for m in env.metrics()) < 100:
     time.sleep(0.01)
