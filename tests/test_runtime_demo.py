@@ -30,3 +30,20 @@ def test_demo_reports_a_wrong_count(mode, capsys, monkeypatch):
 def test_corpus_lines_are_the_same_every_time():
     assert [demo.corpus_line(i) for i in range(3)] == [demo.corpus_line(i) for i in range(3)]
     assert all(len(demo.corpus_line(i).split()) == demo.WORDS_PER_LINE for i in range(100))
+
+
+def test_the_live_display_draws_every_stage():
+    import io
+
+    totals = {stage: [10 * n, 20 * n, 2] for n, stage in enumerate(demo.STAGES, 1)}
+    plain = io.StringIO()
+    progress = demo.Progress(plain)
+    progress.show(totals, 1.5)
+    assert all(f"{stage} {10 * n:,} in" in plain.getvalue()
+               for n, stage in enumerate(demo.STAGES, 1))
+    pytest.importorskip("rich")
+    shown = io.StringIO()
+    live = demo.RichProgress(shown)
+    live.show(totals, 1.5)
+    live.close()
+    assert all(stage in shown.getvalue() for stage in demo.STAGES)

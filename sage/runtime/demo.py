@@ -2,8 +2,9 @@
 
 Word count over a built-in corpus: lines -> tokenize (flatmap, parallelism 2) -> keyby
 word (parallelism 2) -> count (parallelism 2) -> top-k sink. Each stage's items and
-items/s show live while it runs, a table at the end, and the counts are checked against
-a one-process count. Process mode (the native queue) where it is built, threads elsewhere.
+items/s show live while it runs (a rich table on a terminal where rich is installed,
+plain lines otherwise), a table at the end, and the counts are checked against a
+one-process count. Process mode (the native queue) where it is built, threads elsewhere.
 """
 
 from __future__ import annotations
@@ -115,6 +116,43 @@ class Progress:
                 f"{stage} {n_in:,} in" for stage, (n_in, _, _) in totals.items()) + "\n")
         self.out.flush()
 
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    """The same, as a live rich table (where rich is installed and out is a terminal)."""
+
+    def __init__(self, out):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(file=out), refresh_per_second=8, transient=False)
+        self.live.start()
+
+    def show(self, totals: dict, elapsed: float) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"sage demo, {elapsed:5.1f} s")
+        for column in ("stage", "parallelism", "items in", "items out", "items/s"):
+            table.add_column(column, justify="left" if column == "stage" else "right")
+        for stage, (n_in, n_out, parallelism) in totals.items():
+            rate = (n_in or n_out) / max(elapsed, 1e-9)
+            table.add_row(stage, str(parallelism), f"{n_in:,}", f"{n_out:,}", f"{rate:,.0f}")
+        self.live.update(table)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def _progress(out):
+    if out.isatty():
+        try:
+            return RichProgress(out)
+        except ImportError:  # rich is optional: plain lines do the same
+            pass
+    return Progress(out)
+
 
 def run_demo(lines: int, mode: str, top: int = 10, out=None) -> int:
     out = out or sys.stdout
@@ -128,14 +166,14 @@ def run_demo(lines: int, mode: str, top: int = 10, out=None) -> int:
         .sink(TopK, results, name="top-k"))
     out.write(f"sage demo: word count over {lines:,} lines, {mode} mode "
               f"({'sage_queue' if mode == 'process' else 'python_queue'})\n")
-    progress = Progress(out)
+    progress = _progress(out)
     started = time.monotonic()
     try:
         job = env.submit()
         while True:
             progress.show(_stage_totals(job.metrics()), time.monotonic() - started)
             try:
-                summary = job.wait(timeout=0.2)
+                summary = job.wait(timeout=0.2)  # the display's refresh
                 break
             except TimeoutError:
                 continue
@@ -145,6 +183,7 @@ def run_demo(lines: int, mode: str, top: int = 10, out=None) -> int:
         out.write(f"sage demo: the pipeline failed: {exc}\n")
         return 1
     finally:
+        progress.close()
         env.close()
         (results.destroy if hasattr(results, "destroy") else results.close)()
     _report(summary, counts, lines, top, out)
