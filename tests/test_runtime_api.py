@@ -24,7 +24,7 @@ from sage.core.function import (
 )
 from sage.runtime.router.packet import stable_hash
 
-from conftest import child_env
+from conftest import child_env, requires_native
 
 pytest_plugins = ["runtime_support"]  # fixtures: mode, collect, no_leftovers
 pytestmark = [pytest.mark.usefixtures("no_leftovers"), pytest.mark.timeout(60)]
@@ -512,3 +512,32 @@ def test_the_plan_gives_each_edge_its_routing_transport_and_packet_format():
         join = [i for i in plan.instances if i.node.name == "join"]
         assert [i.ends_expected for i in join] == [3]  # key x2 + key2 x1
         assert "key -> join input 0: hash over " + transport + " (tagged)" in plan.describe()
+
+
+@requires_native
+def test_process_mode_functions_change_their_own_copy_of_driver_state():
+    from runtime_support import Collector
+
+    seen = []
+    out = Collector("process")
+    env = LocalEnvironment("copies", mode="process")
+    env.from_collection([1, 2, 3]).map(lambda x: seen.append(x) or len(seen)).sink(out)
+    try:
+        env.submit(autostop=True)
+        assert sorted(out.items()) == [1, 2, 3]  # the task's own list grew
+        assert seen == []  # the driver's did not
+    finally:
+        out.close()
+
+
+def test_a_dozen_instances_fit_dockers_default_dev_shm():
+    from sage.runtime.job import Job
+    from sage.runtime.plan import build_plan
+
+    env = LocalEnvironment("dozen")
+    env.register_service("svc", dict)
+    (env.from_collection(range(10), parallelism=2).map(str, parallelism=3)
+        .keyby(len, parallelism=2).map(str, parallelism=3).sink(print, parallelism=2))
+    plan = build_plan(env.pipeline, env._services, "process", "job-dozen")
+    assert len(plan.instances) == 12
+    assert Job(plan).shm_bytes_needed() < 48 << 20  # room left under 64 MB for the rest
