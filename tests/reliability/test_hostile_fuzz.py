@@ -52,5 +52,5 @@ def test_fuzzer_names_the_trial_a_worker_died_or_stalled_in_and_goes_on(failure)
     found = {e["trial"]: e for e in summary["crashes" if failure == "crash" else "hangs"]}
     assert 2 in found, hostile_fuzz.format_summary(summary)
     assert found[2]["words"] and found[2]["op"] == "(before the first call)"
-    assert found[2]["status"] == ("signal 11" if failure == "crash" else "signal 9")
+    assert found[2]["status"] == ("signal 6" if failure == "crash" else "signal 9")
     assert summary["trials"] == 4  # trial 3 ran in a new worker
