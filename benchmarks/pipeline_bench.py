@@ -288,7 +288,7 @@ def main(argv=None) -> int:
     only = set(args.only.split(","))
     r = args.repeat
     print(f"pipeline_bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-          f"n={n:,}, best of {r}\n")
+          f"n={n:,}, {r} runs per cell (b, c: the best)\n")
     if "a" in only:
         cells = {
             "runtime, process mode": lambda: runtime_rate("process", n),
