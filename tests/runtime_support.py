@@ -83,9 +83,12 @@ def sage_threads() -> list:
     return [t for t in threading.enumerate() if t.name.startswith("sage-")]
 
 
-def assert_nothing_left() -> None:
+def assert_nothing_left(children_before: frozenset = frozenset()) -> None:
+    """No runtime thread, no child but those that were there before (other tests of this
+    pytest worker may own some: a Ray cluster, say), no segment of a job."""
     assert sage_threads() == [], "threads of the runtime are still running"
-    assert children_of_this_process() == set(), "child processes are left"
+    left = children_of_this_process() - children_before
+    assert left == set(), f"child processes are left: {sorted(left)}"
     assert our_segments() == set(), "/dev/shm segments of a job are left"
 
 
@@ -113,5 +116,6 @@ def collect(mode):
 @pytest.fixture(autouse=False)
 def no_leftovers():
     """After the test, whatever way it ended: no runtime thread, child or segment is left."""
+    before = frozenset(children_of_this_process())
     yield
-    assert_nothing_left()
+    assert_nothing_left(before)
