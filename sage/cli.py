@@ -53,10 +53,9 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    _require_sage_queue("`sage demo` runs its pipeline on sage_queue")
-    from sage_ext.sage_queue.python import sage_demo
+    from sage.runtime import demo
 
-    return sage_demo.main(["--items", str(args.items)])
+    return demo.main(["--mode", args.mode, "--lines", str(args.lines)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(run=_cmd_bench)
 
-    demo = sub.add_parser("demo", help="a multi-process pipeline on sage_queue")
-    demo.add_argument("--items", type=int, default=200_000)
+    demo = sub.add_parser("demo", help="word count as a pipeline: live progress, checked counts")
+    demo.add_argument("--mode", choices=["auto", "thread", "process"], default="auto",
+                      help="auto: processes over sage_queue where it is built, else threads")
+    demo.add_argument("--lines", type=int, default=200_000, help="corpus lines (default 200,000)")
     demo.set_defaults(run=_cmd_demo)
     return parser
 

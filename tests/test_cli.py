@@ -56,13 +56,20 @@ def test_bench_runs_python_queue_side_by_side():
     assert "python_queue" in result.stdout and "items/s" in result.stdout
 
 
-def test_demo_and_queue_refuse_without_the_native_module_and_say_how_to_get_it(monkeypatch, capsys):
+def test_queue_refuses_without_the_native_module_and_says_how_to_get_it(monkeypatch, capsys):
     # On the minimal profile this is the real state; on full, the module is hidden.
     from sage import cli
     from sage.utils import queue_adapter
 
     monkeypatch.setattr(queue_adapter, "is_sage_queue_available", lambda: False)
-    for args, what in ((["demo"], "`sage demo`"), (["queue", "list"], "`sage queue`")):
-        assert cli.main(args) == 2
-        err = capsys.readouterr().err
-        assert what in err and "python install.py --full" in err, err
+    assert cli.main(["queue", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "`sage queue`" in err and "python install.py --full" in err, err
+
+
+def test_demo_runs_its_pipeline_and_checks_the_counts(capsys):
+    from sage import cli
+
+    assert cli.main(["demo", "--mode", "thread", "--lines", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "the counts match a one-process count" in out, out
