@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The queue tests against a build of the native core with AddressSanitizer and
 # UndefinedBehaviorSanitizer (CMake option SAGE_QUEUE_SANITIZE, set by SAGE_SANITIZE=1).
+# First the core's C++ unit tests (CMake option SAGE_QUEUE_TESTS) under the same sanitizers.
 # Works on a copy of the sources in a temporary directory with its own venv, so the
 # in-place module of this tree is never replaced by the sanitized one.
 #   ci/sanitize.sh [extra pytest arguments]      (KEEP=1 keeps the temporary directory)
@@ -30,6 +31,14 @@ echo "== build the native core with ASan + UBSan"
     "$py" setup.py -q build_ext --inplace)
 so="$(ls "$work"/src/sage_ext/sage_queue/python/_native*.so)"
 readelf -d "$so" | grep -q 'NEEDED.*libasan' || { echo "sanitize: $so is not linked with ASan" >&2; exit 1; }
+
+echo "== C++ unit tests of the core (ctest), with ASan + UBSan"
+cmake_bin="$(command -v cmake || "$py" -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "cmake"))')"
+"$cmake_bin" -S "$work/src/sage_ext/sage_queue" -B "$work/unit" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSAGE_QUEUE_PYTHON=OFF -DSAGE_QUEUE_TESTS=ON -DSAGE_QUEUE_SANITIZE=ON > "$work/unit.log"
+"$cmake_bin" --build "$work/unit" -j2 >> "$work/unit.log" || { cat "$work/unit.log"; exit 1; }
+(cd "$work/unit" && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "$(dirname "$cmake_bin")/ctest" --output-on-failure)
 
 asan="$(gcc -print-file-name=libasan.so)"
 ubsan="$(gcc -print-file-name=libubsan.so)"

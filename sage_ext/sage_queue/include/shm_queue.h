@@ -15,12 +15,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "process_identity.h"
-#include "segment_file.h"
 
 namespace sage {
 
@@ -63,13 +63,18 @@ struct Info {  // one consistent snapshot of the header
     std::vector<std::pair<int32_t, Liveness>> attached;  // pid (in its own namespace), liveness
 };
 
+// Shared facts: the native module exports them, and the Python tools read them from it.
+constexpr const char* kSegmentPrefix = "sage_queue.";  // a queue's file is /dev/shm/<prefix><name>
+constexpr uint64_t kDefaultCapacity = 8ULL << 20;     // ring bytes of a queue created without capacity_bytes
+constexpr uint64_t kDefaultBatchBytes = 16ULL << 20;  // get_many stops adding items past this many payload bytes
+constexpr uint64_t kMagic = 0x3145554555514753ULL;    // first word of a segment: "SGQUEUE1" in memory order
+constexpr uint64_t kPage = 4096;                      // segments are whole pages; the ring starts on one
 constexpr size_t kRecordHeader = 32;     // bytes before each payload; also the record alignment
 constexpr size_t kMaxNameLength = 200;
 constexpr uint32_t kLayoutVersion = 3;  // 3: holders and slots carry process start times
 constexpr double kForever = -1.0;        // timeout value: block until done
 
-struct Segment;   // the shared header, defined in shm_queue.cpp
-struct Counters;  // its ring positions and counters
+struct HandleState;  // what a handle keeps privately (src/handle_state.h)
 
 // Byte offsets of the shared layout's fields ("segment.capacity", "slot.pid", "record.len", ...)
 // and the sizes of its parts: for tools and tests that read a segment file, so no offset is
@@ -127,53 +132,18 @@ public:
 
     uint64_t qsize() const;
     Info info() const;
-    const std::string& name() const { return name_; }
-    uint64_t capacity_bytes() const { return cap_; }
-    uint64_t maxsize() const { return maxsize_; }
-    bool attached() const { return seg_ != nullptr && !detaching(); }
+    bool closed() const;  // the shared flag, read without the lock
+    const std::string& name() const;
+    uint64_t capacity_bytes() const;
+    uint64_t maxsize() const;
+    bool attached() const;
     bool detaching() const;
 
     static std::string segment_path(const std::string& name);  // "/sage_queue.<name>" (under /dev/shm)
     static void validate_name(const std::string& name);
 
 private:
-    class Section;  // RAII locked section, see shm_queue.cpp
-    void create_segment(int fd, uint64_t capacity_bytes, uint64_t maxsize, bool persistent);
-    void attach_segment(int fd, uint64_t file_size, uint64_t capacity_bytes, uint64_t maxsize);
-    enum class Joined { ok, removed, stale };
-    Joined join_users(bool take_slot);
-    void lock();
-    void unlock();
-    void rollback_locked(const void* own_saved);
-    void reap_dead_slots();
-    int take_slot_locked(int prefer = -1);
-    Liveness slot_liveness(int index) const;
-    Liveness holder_liveness(int32_t pid, uint32_t start32) const;
-    bool remove_name();
-    bool reclaim_space_locked(Counters& c);
-    bool holder_dead(const void* record, uint64_t now) const;
-    Status wait_on(void* seq_word, void* sleepers_word, uint32_t seen, double deadline, bool check_liveness);
-
-    std::string name_;
-    Segment* seg_ = nullptr;
-    // The geometry, read once from the header at attach and checked: the header's copy is
-    // never trusted again (anything may write it after we checked).
-    size_t map_size_ = 0;
-    uint64_t cap_ = 0;
-    uint64_t maxsize_ = 0;
-    bool persistent_ = false;
-    FileId file_;  // the file we mapped: the name is removed only while it still refers to it
-    uint8_t* ring_ = nullptr;
-    int slot_ = -1;
-    int fork_slot_ = -1;  // reserved by before_fork() for the child about to be born
-    // A lock word found corrupt, and the queue's progress then: while both stay, the next
-    // call is refused at once instead of watching the same word again.
-    int corrupt_lock_word_ = 0;
-    uint64_t corrupt_lock_progress_ = 0;
-    ProcessIdentity me_{};
-    std::atomic<int> users_{0};
-    std::atomic<bool> detaching_{false};
-    std::atomic<double> spin_budget_{20e-6};  // seconds; adapts to whether spinning pays off
+    std::unique_ptr<HandleState> s_;
 };
 
 }  // namespace sage
