@@ -221,7 +221,8 @@ def test_bad_queue_names_are_rejected(sq, queue_name, case, how):
     with pytest.raises(ValueError) as err:
         call(name)
     assert any(s in str(err.value) for s in says), f"{str(err.value)!r} names none of {says}"
-    made = [f for f in os.listdir("/dev/shm") if token in f or f in ("sage_queue.", "sage_queue..", "sage_queue...")]
+    prefix = sq.SEGMENT_PREFIX
+    made = [f for f in os.listdir(sq.SEGMENT_DIR) if token in f or f in (prefix, prefix + ".", prefix + "..")]
     assert made == [], f"a refused name created {made} in /dev/shm"
 
 
@@ -607,8 +608,11 @@ _BLOCKED_CALLS = {
 }
 
 _BLOCK_UNTIL_INTERRUPTED = """
-import dataclasses, json, queue, sys, time
+import dataclasses, json, queue, signal, sys, time
 from sage_ext.sage_queue.python.sage_queue import SageQueue
+# Ctrl-C raises KeyboardInterrupt even when the test runs in the background of a shell
+# (which starts its commands with SIGINT ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 q = SageQueue(sys.argv[1], maxsize=1)
 
 def state():

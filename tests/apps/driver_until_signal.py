@@ -5,10 +5,15 @@ Prints one line ``READY <pids> <segments>`` once its tasks run, then blocks in
 
 import json
 import os
+import signal
 import sys
 import time
 
 from sage.core.api import LocalEnvironment
+
+# Ctrl-C as a terminal sends it, even when the test runs in the background of a shell
+# (which starts its commands with SIGINT ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 mode, where = sys.argv[1], sys.argv[2]
 env = LocalEnvironment("until-signal", mode=mode)
