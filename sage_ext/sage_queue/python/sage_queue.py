@@ -42,10 +42,11 @@ except ImportError as exc:  # the minimal profile has no native build
         f"(import error: {exc})"
     ) from exc
 
-DEFAULT_CAPACITY_BYTES = 8 << 20
-DEFAULT_BATCH_BYTES = 16 << 20  # get_many stops adding items past this many payload bytes
-SEGMENT_DIR = "/dev/shm"
-SEGMENT_PREFIX = "sage_queue."
+# Shared facts come from the native core, their one source.
+DEFAULT_CAPACITY_BYTES = _native.DEFAULT_CAPACITY_BYTES
+DEFAULT_BATCH_BYTES = _native.DEFAULT_BATCH_BYTES  # get_many stops adding items past this many payload bytes
+SEGMENT_DIR = _native.SEGMENT_DIR
+SEGMENT_PREFIX = _native.SEGMENT_PREFIX  # a queue's file is SEGMENT_DIR/SEGMENT_PREFIX<name>
 
 SegmentCorruptError = _native.SegmentCorruptError
 # A file at the queue's name that is not a regular file of ours with mode 0600: whoever can
@@ -203,6 +204,8 @@ class SageQueue(_native.ShmQueue):
 
     # close(): closes the queue for every process: puts raise QueueClosed, gets drain
     #   what is left, then raise it; blocked callers wake at once. The handle stays attached.
+    # closed: whether it was closed, read from the shared flag without the lock (native);
+    #   ValueError on a detached handle, as every call.
 
     def detach(self) -> None:
         """Release this handle; the last process to detach removes the segment."""
@@ -218,10 +221,6 @@ class SageQueue(_native.ShmQueue):
 
     def stats(self) -> QueueStats:
         return QueueStats.from_info(self.name, self.info())
-
-    @property
-    def closed(self) -> bool:
-        return self.info()["closed"]
 
     def __enter__(self) -> SageQueue:
         return self

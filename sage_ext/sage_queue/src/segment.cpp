@@ -14,8 +14,6 @@ namespace sage {
 
 namespace {
 
-constexpr double kInitWaitSeconds = 2.0;  // how long an opener waits for a creator to finish
-
 // The character of `text` that starts at byte `at`, as a user would name it: 'é' (U+00E9),
 // a control character by its code, a byte that starts no UTF-8 character by its value.
 std::string describe_character(const std::string& text, size_t at) {
@@ -218,6 +216,7 @@ std::vector<std::pair<std::string, size_t>> layout_offsets() {
         {"counters.size", sizeof(Counters)},
         SAGE_FIELD("journal.", Journal, active), SAGE_FIELD("journal.", Journal, slot_index),
         SAGE_FIELD("journal.", Journal, saved), SAGE_FIELD("journal.", Journal, saved_slot),
+        {"journal.size", sizeof(Journal)},
         SAGE_FIELD("slot.", Slot, pid), SAGE_FIELD("slot.", Slot, flags), SAGE_FIELD("slot.", Slot, start),
         SAGE_FIELD("slot.", Slot, pidns), SAGE_FIELD("slot.", Slot, outstanding), {"slot.size", sizeof(Slot)},
         {"slot.count", size_t(kMaxSlots)},
@@ -227,7 +226,26 @@ std::vector<std::pair<std::string, size_t>> layout_offsets() {
         SAGE_FIELD("record.", RecordHeader, stamp_ns), {"record.size", sizeof(RecordHeader)},
         {"record.state.reserved", kReserved}, {"record.state.committed", kCommitted},
         {"record.state.claimed", kClaimed}, {"record.state.free", kFree}, {"record.state.pad", kPad},
-        {"record.state.abandoned", kAbandoned},
+        {"record.state.abandoned", kAbandoned}, SAGE_FIELD("record.", RecordHeader, unused0),
+        SAGE_FIELD("stats.", Stats, puts), SAGE_FIELD("stats.", Stats, gets), SAGE_FIELD("stats.", Stats, bytes_put),
+        SAGE_FIELD("stats.", Stats, bytes_got), SAGE_FIELD("stats.", Stats, abandoned_records),
+        SAGE_FIELD("stats.", Stats, reclaimed_records), SAGE_FIELD("stats.", Stats, written_off_tasks),
+        SAGE_FIELD("stats.", Stats, lock_recoveries), {"stats.size", sizeof(Stats)},
+        SAGE_FIELD("slot_copy.", SlotCopy, pid), SAGE_FIELD("slot_copy.", SlotCopy, flags),
+        SAGE_FIELD("slot_copy.", SlotCopy, start), SAGE_FIELD("slot_copy.", SlotCopy, pidns),
+        SAGE_FIELD("slot_copy.", SlotCopy, outstanding), {"slot_copy.size", sizeof(SlotCopy)},
+#if defined(__GLIBC__)
+        // glibc's pthread_mutex_t, which the lock's checks read (lock_holder.h): offsets
+        // within segment.mutex.
+        {"mutex.lock", offsetof(pthread_mutex_t, __data.__lock)},
+        {"mutex.count", offsetof(pthread_mutex_t, __data.__count)},
+        {"mutex.owner", offsetof(pthread_mutex_t, __data.__owner)},
+        {"mutex.nusers", offsetof(pthread_mutex_t, __data.__nusers)},
+        {"mutex.kind", offsetof(pthread_mutex_t, __data.__kind)},
+        {"mutex.spins", offsetof(pthread_mutex_t, __data.__kind) + sizeof(int)},
+        {"mutex.list", offsetof(pthread_mutex_t, __data.__list)},
+        {"mutex.size", sizeof(pthread_mutex_t)},
+#endif
     };
 #undef SAGE_WORD
 #undef SAGE_FIELD
