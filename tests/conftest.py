@@ -112,7 +112,10 @@ def make_queue(queue_name):
 
 
 def segment_file(name: str) -> str:
-    return f"/dev/shm/sage_queue.{name}"
+    """Queue ``name``'s file: where the native module says segments are (needs the build)."""
+    from sage_ext.sage_queue.python import _native
+
+    return os.path.join(_native.SEGMENT_DIR, _native.SEGMENT_PREFIX + name)
 
 
 def write_segment_file(name: str, data: bytes, mode: int = 0o600) -> str:

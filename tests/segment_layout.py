@@ -12,6 +12,8 @@ from sage_ext.sage_queue.python import _native
 from conftest import segment_file
 
 LAYOUT = _native.LAYOUT
+MAGIC = _native.MAGIC  # a segment's first 8 bytes
+SEGMENT_DIR, SEGMENT_PREFIX = _native.SEGMENT_DIR, _native.SEGMENT_PREFIX
 
 
 def field(name: str) -> int:

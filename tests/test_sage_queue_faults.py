@@ -9,6 +9,7 @@ Segment in sage_ext/sage_queue/src/shm_queue.cpp); check_layout() verifies them
 against info() first, so a layout change fails loudly instead of testing nothing.
 """
 
+import collections
 import errno
 import json
 import mmap
@@ -45,15 +46,26 @@ pytestmark = [requires_native, pytest.mark.timeout(120)]
 
 ctx = mp.get_context("fork")  # fast to start; the children are killed anyway
 
-# struct Segment (shm_queue.cpp), x86-64 / aarch64 glibc
-OFF_MAGIC, OFF_VERSION, OFF_HEADER_BYTES, OFF_CAPACITY = 0, 8, 12, 16
-OFF_MAXSIZE, OFF_RING, OFF_TOTAL, OFF_READY = 24, 32, 40, 56
-OFF_MUTEX = 128  # pthread_mutex_t: int __lock (owner tid | flags) first
-OFF_HEAD, OFF_READ, OFF_TAIL, OFF_ITEMS = 168, 176, 184, 192  # Counters c
-OFF_JOURNAL_ACTIVE, OFF_SAVED_HEAD = 272, 280  # Journal: active, slot, Counters saved
-MAGIC = b"SGQUEUE1"
-REC_STATE, REC_LEN = 0, 16  # struct RecordHeader
-RESERVED, COMMITTED, CLAIMED, FREE = 1, 2, 3, 4
+# The shared layout's offsets, as the native module reports them (tests/segment_layout.py).
+try:
+    from segment_layout import LAYOUT, MAGIC, field
+except ImportError:  # no native build: every test here is skipped (requires_native)
+    LAYOUT, MAGIC = collections.defaultdict(int), b""
+
+    def field(name):
+        return 0
+
+OFF_MAGIC, OFF_VERSION, OFF_HEADER_BYTES, OFF_CAPACITY = (
+    field("segment.magic"), field("segment.version"), field("segment.header_bytes"), field("segment.capacity"))
+OFF_MAXSIZE, OFF_RING, OFF_TOTAL, OFF_READY = (
+    field("segment.maxsize"), field("segment.ring_offset"), field("segment.total_bytes"), field("segment.ready"))
+OFF_MUTEX = field("segment.mutex") + LAYOUT["mutex.lock"]  # the lock word: owner tid | flags
+OFF_HEAD, OFF_READ, OFF_TAIL, OFF_ITEMS = (
+    field("counters.head"), field("counters.read"), field("counters.tail"), field("counters.items"))
+OFF_JOURNAL_ACTIVE = field("journal.active")
+OFF_SAVED_HEAD = field("journal.saved") + LAYOUT["counters.head"]
+REC_STATE, REC_LEN = LAYOUT["record.state"], LAYOUT["record.len"]
+RESERVED, COMMITTED, CLAIMED, FREE = (LAYOUT[f"record.state.{s}"] for s in ("reserved", "committed", "claimed", "free"))
 FUTEX_TID_MASK = 0x3FFFFFFF
 
 RECOVERY_LIMIT = 0.1 * TIME_SCALE  # "within 100 ms"

@@ -292,10 +292,14 @@ def test_cli_usage_errors_exit_2(args):
 
 # -- debug_queue -------------------------------------------------------------------------
 
-def native_layout_version():
+def native():
     from sage_ext.sage_queue.python import _native
 
-    return _native.LAYOUT_VERSION
+    return _native
+
+
+def native_layout_version():
+    return native().LAYOUT_VERSION
 
 
 def test_debug_queue_cli_prints_header_and_counters(make_queue):
@@ -374,7 +378,7 @@ def sage(*args):
 def decoy(tmp_path):
     """A file of ours that a planted symlink points at: it must never be read or removed."""
     path = tmp_path / "decoy"
-    path.write_bytes(b"SGQUEUE1" + bytes(4088))
+    path.write_bytes(native().MAGIC + bytes(native().PAGE_BYTES - 8))
     os.chmod(path, 0o600)
     return path
 
@@ -436,7 +440,7 @@ def test_list_inspect_cleanup_and_remove_return_at_once_on_a_fifo_or_symlink_and
     r = sage("queue", "cleanup", "--force", name)
     assert r.returncode == 0 and f"removed {name}" in r.stdout, r
     assert _gone(path)
-    assert decoy.read_bytes()[:8] == b"SGQUEUE1", "the symlink's target was touched"
+    assert decoy.read_bytes()[:8] == native().MAGIC, "the symlink's target was touched"
 
     plant(kind, name, decoy)
     r = sage("queue", "remove", name)
@@ -478,7 +482,7 @@ def test_a_file_of_another_user_is_not_trusted_and_never_removed(manager, debug_
     if os.geteuid() != 0:
         pytest.skip("planting a file of another user needs root")
     name = segments()
-    path = write_segment_file(name, b"SGQUEUE1" + bytes(4088))
+    path = write_segment_file(name, native().MAGIC + bytes(native().PAGE_BYTES - 8))
     os.chown(path, 65534, 65534)  # nobody's, mode 0600: a planted denial of service
     [info] = manager.list_queues([name])
     assert info.problem == "not trusted" and not info.ours and info.owner_uid == 65534, info
@@ -550,8 +554,9 @@ def test_a_queue_used_from_another_pid_namespace_is_in_use_and_removed_only_with
 # -- sage_demo -----------------------------------------------------------------------------
 
 def _demo_segments():
-    mine = (f"sage_queue.sage_demo-{os.getpid()}-", f"sage_queue.sage_demo-results-{os.getpid()}-")
-    return [n for n in os.listdir("/dev/shm") if n.startswith(mine)]
+    prefix = native().SEGMENT_PREFIX
+    mine = (f"{prefix}sage_demo-{os.getpid()}-", f"{prefix}sage_demo-results-{os.getpid()}-")
+    return [n for n in os.listdir(native().SEGMENT_DIR) if n.startswith(mine)]
 
 
 def test_demo_with_small_counts_delivers_every_item_once():

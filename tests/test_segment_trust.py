@@ -109,7 +109,7 @@ def test_our_own_segment_with_a_wider_mode_is_refused_with_the_fix(name, tmp_pat
 
 def test_a_symlink_at_the_name_is_not_followed(name):
     target = segment_file(name) + ".target"
-    write_segment_file(os.path.basename(target)[len("sage_queue."):], real_segment_bytes([b"x"]))
+    write_segment_file(name + ".target", real_segment_bytes([b"x"]))  # the file at `target`
     os.symlink(target, segment_file(name))
     before = os.stat(target)
     r = run_child(OPEN_AND_GET.format(name=name))
@@ -316,3 +316,25 @@ def test_a_user_in_another_pid_namespace_is_unknown_never_dead(name):
     finally:
         child.communicate("go\n", timeout=scaled(20))
     assert not os.path.exists(segment_file(name)), "the last user's detach did not remove the queue"
+
+
+def test_a_segment_marked_removed_whose_name_survived_is_removed_by_the_next_open(name):
+    """Its last user marks a segment removed, then removes the name: one that died in
+    between (or a stray write of the mark) left a name that no open may trip on forever."""
+    from segment_layout import SegmentView, field
+
+    from sage_ext.sage_queue.python.sage_queue import SageQueue
+
+    q = SageQueue(name)
+    q.put("of the old segment")
+    view = SegmentView(name)
+    view.put(field("segment.unlinked"), "<I", 1)
+    view.close()
+    q.detach()  # sees the mark: leaves the name alone
+    assert os.path.exists(segment_file(name))
+    fresh = SageQueue(name)
+    try:
+        assert fresh.qsize() == 0 and fresh.stats().puts == 0
+    finally:
+        fresh.destroy()
+    assert not os.path.exists(segment_file(name))

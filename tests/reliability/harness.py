@@ -53,13 +53,22 @@ from multiprocessing.sharedctypes import RawArray
 if __name__ == "__main__":  # run as a script from anywhere: the repo root holds sage_ext
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from sage_ext.sage_queue.python.sage_queue import QueueClosed, SageQueue
+from sage_ext.sage_queue.python import _native
+from sage_ext.sage_queue.python.sage_queue import (
+    SEGMENT_DIR,
+    SEGMENT_PREFIX,
+    QueueClosed,
+    SageQueue,
+)
 
 __all__ = ["Config", "Kill", "Result", "check_item", "main", "make_item", "run"]
 
-# struct Segment (shm_queue.cpp), checked against info() before every run.
-OFF_MUTEX, OFF_HEAD, OFF_READ, OFF_TAIL = 128, 168, 176, 184
-MAGIC = b"SGQUEUE1"
+# The lock word and ring positions, at the offsets the native module reports (checked
+# against info() before every run all the same).
+_LAYOUT = _native.LAYOUT
+OFF_MUTEX = _LAYOUT["segment.mutex"] + _LAYOUT["mutex.lock"]
+OFF_HEAD, OFF_READ, OFF_TAIL = (_LAYOUT["segment.c"] + _LAYOUT[f"counters.{n}"] for n in ("head", "read", "tail"))
+MAGIC = _native.MAGIC
 _U32 = struct.Struct("<I")
 FUTEX_TID_MASK = 0x3FFFFFFF
 
@@ -401,14 +410,14 @@ class _LockView:
     """Read-only window on the segment's header: who holds the lock."""
 
     def __init__(self, q):
-        with open(f"/dev/shm/sage_queue.{q.name}", "rb") as f:
+        with open(os.path.join(SEGMENT_DIR, SEGMENT_PREFIX + q.name), "rb") as f:
             self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         info = q.info()
         found = (self.mm[:8], *(struct.unpack_from("<Q", self.mm, o)[0] for o in (OFF_HEAD, OFF_READ, OFF_TAIL)),
                  self.owner())
         want = (MAGIC, info["head"], info["read"], info["tail"], 0)
         if found != want:
-            raise RuntimeError(f"segment layout changed ({found} != {want}): update OFF_* in {__file__}")
+            raise RuntimeError(f"segment layout does not match _native.LAYOUT ({found} != {want})")
 
     def owner(self):
         return struct.unpack_from("<I", self.mm, OFF_MUTEX)[0] & FUTEX_TID_MASK
@@ -586,7 +595,7 @@ def run(cfg: Config, log=None) -> Result:
         if q.attached:
             q.destroy()
         try:
-            os.unlink(f"/dev/shm/sage_queue.{name}")
+            os.unlink(os.path.join(SEGMENT_DIR, SEGMENT_PREFIX + name))
         except FileNotFoundError:
             pass
 

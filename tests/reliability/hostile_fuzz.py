@@ -20,8 +20,8 @@ value and call, and starts a new worker from the next trial.
 
 Trial t of seed S is fully determined by (S, t), except values taken from the running
 system (pids, start times): the summary prints the concrete word and value. Offsets are
-struct Segment / RecordHeader / Slot of sage_ext/sage_queue/src/shm_queue.cpp (x86-64 and
-aarch64 glibc), written once below and checked against a live queue before any trial.
+read from the native module (_native.LAYOUT) and checked against a live queue before any
+trial.
 """
 
 from __future__ import annotations
@@ -49,53 +49,78 @@ TIME_SCALE = float(os.environ.get("SAGE_TEST_TIME_SCALE", "1"))
 HANG_SECONDS = 30.0 * TIME_SCALE
 TRIALS_PER_WORKER = 100  # a refused detach keeps its mapping until the worker exits
 CAPACITY = 256 * 1024
-SEGMENT_DIR = "/dev/shm"
-SEGMENT_PREFIX = "sage_queue."
 NAME_PREFIX = "hfuzz-"
 
-# ---------------------------------------------------------------------------- layout (version 3)
-MAGIC = b"SGQUEUE1"
-LAYOUT_VERSION = 3
-SLOTS_AT, SLOT_SIZE, SLOT_COUNT = 640, 32, 256  # alignas(64) Slot slots[256]
-RING_AT = 12288  # round_up(sizeof(Segment) = 8832, 4096)
-RECORD_HEADER = 32
+# ---------------------------------------------------------------------------- layout
+# Every offset comes from the native module (_native.LAYOUT): none is typed here.
+try:
+    from sage_ext.sage_queue.python import _native
+except ImportError:  # no native build: nothing to fuzz (the suite skips the test)
+    _native = None
 PID = "pid"  # field kind: a pid or thread id, so pids of live and dead processes are tried too
 
 _COUNTERS = ["head", "read", "tail", "items", "unfinished", "puts", "gets", "bytes_put", "bytes_got",
              "abandoned_records", "reclaimed_records", "written_off_tasks", "lock_recoveries"]
+_SLOT = [("pid", 4, PID), ("flags", 4, ""), ("start", 8, ""), ("pidns", 8, ""), ("outstanding", 8, "")]
 
-# (name, offset, width in bytes, kind)
-HEADER_FIELDS = [
-    ("magic", 0, 8, ""), ("version", 8, 4, ""), ("header_bytes", 12, 4, ""), ("capacity", 16, 8, ""),
-    ("maxsize", 24, 8, ""), ("ring_offset", 32, 8, ""), ("total_bytes", 40, 8, ""), ("persistent", 48, 4, ""),
-    ("creator_pid", 52, 4, PID), ("ready", 56, 4, ""), ("closed", 60, 4, ""), ("unlinked", 64, 4, ""),
-    # glibc pthread_mutex_t (alignas 64): __lock, __count, __owner, __nusers, __kind, __spins+__elision, __list
-    ("mutex.lock", 128, 4, PID), ("mutex.count", 132, 4, ""), ("mutex.owner", 136, 4, PID),
-    ("mutex.nusers", 140, 4, ""), ("mutex.kind", 144, 4, ""), ("mutex.spins", 148, 4, ""),
-    ("mutex.list_prev", 152, 8, ""), ("mutex.list_next", 160, 8, ""),
-    *((f"c.{f}", 168 + 8 * i, 8, "") for i, f in enumerate(_COUNTERS)),
-    ("journal.active", 272, 4, ""), ("journal.slot_index", 276, 4, ""),
-    *((f"journal.saved.{f}", 280 + 8 * i, 8, "") for i, f in enumerate(_COUNTERS)),
-    ("journal.saved_slot.pid", 384, 4, PID), ("journal.saved_slot.flags", 388, 4, ""),
-    ("journal.saved_slot.start", 392, 8, ""), ("journal.saved_slot.pidns", 400, 8, ""),
-    ("journal.saved_slot.outstanding", 408, 8, ""),
-    ("not_empty_seq", 448, 4, ""), ("not_empty_sleepers", 452, 4, ""),
-    ("not_full_seq", 512, 4, ""), ("not_full_sleepers", 516, 4, ""),
-    ("join_seq", 576, 4, ""), ("join_sleepers", 580, 4, ""),
-]
-SLOT_FIELDS = [("pid", 0, 4, PID), ("flags", 4, 4, ""), ("start", 8, 8, ""), ("pidns", 16, 8, ""),
-               ("outstanding", 24, 8, "")]
+
+def _layout():
+    """(name, offset, width in bytes, kind) of the header's, a slot's and a record's words."""
+    if _native is None:
+        return [], [], []
+    lay = _native.LAYOUT
+
+    def counter(base, f):
+        return base + (lay[f"counters.{f}"] if f in _COUNTERS[:5] else lay["counters.stats"] + lay[f"stats.{f}"])
+
+    seg = {k[len("segment."):]: v for k, v in lay.items() if k.startswith("segment.")}
+    mutex, c, j = seg["mutex"], seg["c"], seg["journal"]
+    header = [(n, seg[n], w, kind) for n, w, kind in (
+        ("magic", 8, ""), ("version", 4, ""), ("header_bytes", 4, ""), ("capacity", 8, ""), ("maxsize", 8, ""),
+        ("ring_offset", 8, ""), ("total_bytes", 8, ""), ("persistent", 4, ""), ("creator_pid", 4, PID),
+        ("ready", 4, ""), ("closed", 4, ""), ("unlinked", 4, ""))]
+    # glibc pthread_mutex_t: __lock, __count, __owner, __nusers, __kind, __spins+__elision, __list
+    header += [(f"mutex.{n}", mutex + lay[f"mutex.{n}"], 4, kind) for n, kind in (
+        ("lock", PID), ("count", ""), ("owner", PID), ("nusers", ""), ("kind", ""), ("spins", ""))]
+    header += [("mutex.list_prev", mutex + lay["mutex.list"], 8, ""), ("mutex.list_next", mutex + lay["mutex.list"] + 8, 8, "")]
+    header += [(f"c.{f}", counter(c, f), 8, "") for f in _COUNTERS]
+    header += [("journal.active", j + lay["journal.active"], 4, ""), ("journal.slot_index", j + lay["journal.slot_index"], 4, "")]
+    header += [(f"journal.saved.{f}", counter(j + lay["journal.saved"], f), 8, "") for f in _COUNTERS]
+    header += [(f"journal.saved_slot.{n}", j + lay["journal.saved_slot"] + lay[f"slot_copy.{n}"], w, kind)
+               for n, w, kind in _SLOT]
+    header += [(n, seg[n], 4, "") for n in (
+        "not_empty_seq", "not_empty_sleepers", "not_full_seq", "not_full_sleepers", "join_seq", "join_sleepers")]
+    slot = [(n, lay[f"slot.{n}"], w, kind) for n, w, kind in _SLOT]
+    payload = lay["record.size"]  # the payload's first words: the part-length table of an out-of-band pickle
+    record = [("state", lay["record.state"], 4, ""), ("tag", lay["record.tag"], 1, ""),
+              ("unused", lay["record.unused0"], 1, ""), ("nparts", lay["record.nparts"], 2, ""),
+              ("holder", lay["record.holder"], 4, PID), ("holder_start", lay["record.holder_start"], 4, ""),
+              ("len", lay["record.len"], 8, ""), ("stamp_ns", lay["record.stamp_ns"], 8, ""),
+              ("payload[0]", payload, 8, ""), ("payload[0].lo", payload, 4, ""), ("payload[1]", payload + 8, 8, ""),
+              ("payload[2]", payload + 16, 8, ""), ("payload[3]", payload + 24, 8, "")]
+    return header, slot, record
+
+
+HEADER_FIELDS, SLOT_FIELDS, RECORD_FIELDS = _layout()
+AT = {name: off for name, off, _, _ in HEADER_FIELDS}  # header word -> offset
+SLOT_AT = {name: off for name, off, _, _ in SLOT_FIELDS}  # slot word -> offset in a slot
+REC = {name: off for name, off, _, _ in RECORD_FIELDS}  # record word -> offset in a record
+if _native is not None:
+    SEGMENT_DIR, SEGMENT_PREFIX = _native.SEGMENT_DIR, _native.SEGMENT_PREFIX
+    MAGIC, LAYOUT_VERSION = _native.MAGIC, _native.LAYOUT_VERSION
+    SLOTS_AT, SLOT_SIZE, SLOT_COUNT = _native.LAYOUT["segment.slots"], _native.LAYOUT["slot.size"], _native.LAYOUT["slot.count"]
+    RING_AT = _native.LAYOUT["segment.ring"]
+    RECORD_HEADER = _native.LAYOUT["record.size"]  # also the records' alignment
+    STATE_NAMES = {_native.LAYOUT[f"record.state.{n}"]: n
+                   for n in ("reserved", "committed", "claimed", "free", "pad", "abandoned")}
+else:
+    SEGMENT_DIR, SEGMENT_PREFIX, MAGIC, LAYOUT_VERSION = "", "", b"", 0
+    SLOTS_AT = SLOT_SIZE = SLOT_COUNT = RING_AT = RECORD_HEADER = 0
+    STATE_NAMES = {}
+STATE = {n: v for v, n in STATE_NAMES.items()}
+STATE_CLAIMED, STATE_PAD = STATE.get("claimed"), STATE.get("pad")
 SLOT_ROLES = ["mine", "next_free"]
-RECORD_FIELDS = [
-    ("state", 0, 4, ""), ("tag", 4, 1, ""), ("unused", 5, 1, ""), ("nparts", 6, 2, ""), ("holder", 8, 4, PID),
-    ("holder_start", 12, 4, ""), ("len", 16, 8, ""), ("stamp_ns", 24, 8, ""),
-    # the payload's first words: the part-length table of an out-of-band pickle
-    ("payload[0]", 32, 8, ""), ("payload[0].lo", 32, 4, ""), ("payload[1]", 40, 8, ""),
-    ("payload[2]", 48, 8, ""), ("payload[3]", 56, 8, ""),
-]
 RECORD_ROLES = ["codec", "bytes", "bytearray", "pickle", "pickle_oob", "claimed", "free", "pad"]
-STATE_NAMES = {1: "reserved", 2: "committed", 3: "claimed", 4: "free", 5: "pad", 6: "abandoned"}
-STATE_CLAIMED, STATE_PAD = 3, 5
 
 VALUE_KINDS = ["0", "1", "7", "32", "33", "4096", "2**40", "2**62", "2**63", "ones", "orig+1", "orig-1",
                "top_bit"]
@@ -152,12 +177,13 @@ def u(mm, off, width):
 
 
 def check_layout(q, mm):
-    """Fail loudly if the offsets above no longer describe the segment."""
+    """Fail loudly if the offsets do not describe the segment (a stale build, say)."""
     info = q.info()
-    found = {"magic": bytes(mm[0:8]), "version": u(mm, 8, 4), "capacity": u(mm, 16, 8),
-             "ring_offset": u(mm, 32, 8), "maxsize": u(mm, 24, 8), "creator_pid": u(mm, 52, 4),
-             "mutex.kind": u(mm, 144, 4) & 0x10 != 0,  # PTHREAD_MUTEX_ROBUST_NORMAL_NP
-             **{f"c.{f}": u(mm, 168 + 8 * i, 8) for i, f in enumerate(_COUNTERS)}}
+    found = {"magic": bytes(mm[AT["magic"]:AT["magic"] + 8]), **{f: u(mm, AT[f], 8 if f != "version" else 4) for f in (
+                 "version", "capacity", "ring_offset", "maxsize")},
+             "creator_pid": u(mm, AT["creator_pid"], 4),
+             "mutex.kind": u(mm, AT["mutex.kind"], 4) & 0x10 != 0,  # PTHREAD_MUTEX_ROBUST_NORMAL_NP
+             **{f"c.{f}": u(mm, AT[f"c.{f}"], 8) for f in _COUNTERS}}
     want = {"magic": MAGIC, "version": LAYOUT_VERSION, "capacity": info["capacity_bytes"], "ring_offset": RING_AT,
             "maxsize": info["maxsize"], "creator_pid": info["creator_pid"], "mutex.kind": True,
             **{f"c.{f}": info[f] for f in ("head", "read", "tail", "items")}, "c.unfinished": info["unfinished_tasks"],
@@ -167,31 +193,25 @@ def check_layout(q, mm):
     bad = {k: (found[k], want[k]) for k in want if found[k] != want[k]}
     if not my_slot(mm) >= 0:
         bad["slots"] = "no slot holds this process's pid"
-    layout = getattr(sq()._native, "LAYOUT", None)  # newer builds export the offsets
-    if layout:
-        expect = {"segment.capacity": 16, "segment.mutex": 128, "segment.c": 168, "segment.journal": 272,
-                  "segment.not_empty_seq": 448, "segment.not_full_seq": 512, "segment.join_seq": 576,
-                  "segment.slots": SLOTS_AT, "segment.ring": RING_AT, "slot.size": SLOT_SIZE,
-                  "slot.outstanding": 24, "record.len": 16, "record.stamp_ns": 24, "record.nparts": 6}
-        bad.update({k: (v, layout.get(k)) for k, v in expect.items() if layout.get(k) != v})
     if bad:
-        raise RuntimeError(f"segment layout changed ({bad}): update the offsets in {__file__}")
+        raise RuntimeError(f"segment layout does not match _native.LAYOUT ({bad})")
 
 
 def my_slot(mm):
     for i in range(SLOT_COUNT):
-        if u(mm, SLOTS_AT + SLOT_SIZE * i, 4) == os.getpid():
+        if u(mm, SLOTS_AT + SLOT_SIZE * i + SLOT_AT["pid"], 4) == os.getpid():
             return i
     return -1
 
 
 def records(mm, cap):
     """Records from head to tail: (ring position, state, tag, nparts, len)."""
-    head, tail = u(mm, 168, 8), u(mm, 184, 8)
+    head, tail = u(mm, AT["c.head"], 8), u(mm, AT["c.tail"], 8)
     out, at = [], head
     while at < tail and len(out) < 10000:
         r = RING_AT + at % cap
-        state, tag, nparts, length = u(mm, r, 4), mm[r + 4], u(mm, r + 6, 2), u(mm, r + 16, 8)
+        state, tag = u(mm, r + REC["state"], 4), mm[r + REC["tag"]]
+        nparts, length = u(mm, r + REC["nparts"], 2), u(mm, r + REC["len"], 8)
         out.append((at, state, tag, nparts, length))
         at += cap - at % cap if state == STATE_PAD else -(-(RECORD_HEADER + length) // RECORD_HEADER) * RECORD_HEADER
     return out
@@ -200,7 +220,7 @@ def records(mm, cap):
 def record_role(state, tag, nparts, native):
     if state == STATE_CLAIMED:
         return "claimed"
-    if state == 4:
+    if state == STATE["free"]:
         return "free"
     if state == STATE_PAD:
         return "pad"
@@ -230,23 +250,23 @@ def items_of_every_kind(rng):
 
 def forge_claim(mm, q, cap):
     """Claim the next committed record as get() does, and keep it: a live consumer mid-copy."""
-    read = u(mm, 176, 8)
+    read = u(mm, AT["c.read"], 8)
     r = RING_AT + read % cap
-    if u(mm, r, 4) != 2:
+    if u(mm, r + REC["state"], 4) != STATE["committed"]:
         return
-    length = u(mm, r + 16, 8)
+    length = u(mm, r + REC["len"], 8)
     slot = SLOTS_AT + SLOT_SIZE * my_slot(mm)
     w = lambda off, width, v: mm.__setitem__(slice(off, off + width), v.to_bytes(width, "little"))  # noqa: E731
-    w(r + 8, 4, os.getpid())
-    w(r + 12, 4, u(mm, slot + 8, 8) & 0xFFFFFFFF)
-    w(r + 24, 8, time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE))
-    w(r, 4, STATE_CLAIMED)
+    w(r + REC["holder"], 4, os.getpid())
+    w(r + REC["holder_start"], 4, u(mm, slot + SLOT_AT["start"], 8) & 0xFFFFFFFF)
+    w(r + REC["stamp_ns"], 8, time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE))
+    w(r + REC["state"], 4, STATE_CLAIMED)
     size = -(-(RECORD_HEADER + length) // RECORD_HEADER) * RECORD_HEADER
-    w(176, 8, read + size)
-    w(192, 8, u(mm, 192, 8) - 1)
-    w(216, 8, u(mm, 216, 8) + 1)
-    w(232, 8, u(mm, 232, 8) + length)
-    w(slot + 24, 8, u(mm, slot + 24, 8) + 1)
+    w(AT["c.read"], 8, read + size)
+    w(AT["c.items"], 8, u(mm, AT["c.items"], 8) - 1)
+    w(AT["c.gets"], 8, u(mm, AT["c.gets"], 8) + 1)
+    w(AT["c.bytes_got"], 8, u(mm, AT["c.bytes_got"], 8) + length)
+    w(slot + SLOT_AT["outstanding"], 8, u(mm, slot + SLOT_AT["outstanding"], 8) + 1)
 
 
 def hostile_value(kind, width, orig, dead_pid):
@@ -307,7 +327,7 @@ def run_trial(seed, trial, plan, report, dead_pid, verbose=False, call_seconds=N
     outcomes, written = {}, []
     try:
         check_layout(q, mm)
-        cap = u(mm, 16, 8)
+        cap = u(mm, AT["capacity"], 8)
         # Move the ring's start so the items wrap (a pad record) at different places.
         filler = rng.randrange(0, cap // 32 * 30, 32)
         if filler:
@@ -327,7 +347,7 @@ def run_trial(seed, trial, plan, report, dead_pid, verbose=False, call_seconds=N
         for rec in recs:
             by_role[record_role(rec[1], rec[2], rec[3], m._native)].append(rec)
         mine = my_slot(mm)
-        free_slots = [i for i in range(SLOT_COUNT) if u(mm, SLOTS_AT + SLOT_SIZE * i, 4) == 0]
+        free_slots = [i for i in range(SLOT_COUNT) if u(mm, SLOTS_AT + SLOT_SIZE * i + SLOT_AT["pid"], 4) == 0]
         for (where, field, off, width, _kind), vkind, _mode in words:
             if where == "header":
                 base = 0

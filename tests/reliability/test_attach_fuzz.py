@@ -2,15 +2,15 @@
 
 Each case is a real queue's segment file with mutations applied (bit flips, byte and word
 writes on the header's fields and on record headers, scrambled regions, truncation,
-extension), written as a new /dev/shm/sage_queue.<name>. A worker interpreter attaches to
+extension), written as a new segment file (/dev/shm/sage_queue.<name>). A worker interpreter attaches to
 each and runs a round of calls on it. Every call must either work or raise a Python
 exception; the worker dying of a signal, or any case taking longer than CASE_TIMEOUT,
 fails the test. Cases run in batches, one worker per batch, which reports each case as
 one JSON line, so a crash or hang names the case that caused it.
 
-Header offsets: struct Segment in sage_ext/sage_queue/src/shm_queue.cpp (x86-64 /
-aarch64 glibc); check_layout() verifies them against info() so a layout change fails
-loudly instead of fuzzing the wrong bytes.
+Header offsets: read from the native module (_native.LAYOUT, via tests/segment_layout.py);
+check_layout() still verifies them against info(), so a wrong table fails loudly instead
+of fuzzing the wrong bytes.
 """
 
 import json
@@ -35,34 +35,56 @@ pytestmark = [requires_native, pytest.mark.timeout(600)]
 
 CASE_TIMEOUT = scaled(10.0)  # a corrupt segment must be refused within seconds (never-initialised: 2 s)
 
-# struct Segment: name -> (offset, width)
-FIELDS = {
-    "magic": (0, 8), "version": (8, 4), "header_bytes": (12, 4), "capacity": (16, 8),
-    "maxsize": (24, 8), "ring_offset": (32, 8), "total_bytes": (40, 8), "persistent": (48, 4),
-    "creator_pid": (52, 4), "ready": (56, 4), "closed": (60, 4), "unlinked": (64, 4),
-    "mutex.lock": (128, 4), "mutex.count": (132, 4), "mutex.owner": (136, 4), "mutex.nusers": (140, 4),
-    "mutex.kind": (144, 4), "mutex.spins": (148, 4), "mutex.list_prev": (152, 8), "mutex.list_next": (160, 8),
-    "head": (168, 8), "read": (176, 8), "tail": (184, 8), "items": (192, 8), "unfinished": (200, 8),
-    "stats.puts": (208, 8), "stats.gets": (216, 8),
-    "journal.active": (272, 4), "journal.slot_index": (276, 4), "journal.head": (280, 8),
-    "journal.read": (288, 8), "journal.tail": (296, 8), "journal.items": (304, 8),
-    "journal.unfinished": (312, 8), "journal.slot_pid": (384, 4), "journal.slot_flags": (388, 4),
-    "journal.slot_start": (392, 8), "journal.slot_pidns": (400, 8), "journal.slot_outstanding": (408, 8),
-    "not_empty_seq": (448, 4), "not_empty_sleepers": (452, 4), "not_full_seq": (512, 4),
-    "not_full_sleepers": (516, 4), "join_seq": (576, 4), "join_sleepers": (580, 4),
-    # struct Slot: pid i32, flags u32, start u64, pidns u64, outstanding u64
-    "slot0.pid": (640, 4), "slot0.flags": (644, 4), "slot0.start": (648, 8), "slot0.pidns": (656, 8),
-    "slot0.outstanding": (664, 8), "slot1.pid": (672, 4), "slot255.pid": (640 + 255 * 32, 4),
-}
-SLOTS_END = 640 + 256 * 32
-# struct RecordHeader (layout version 3): state u32, tag u8, unused u8, nparts u16, holder_pid i32,
-# holder_start u32, len u64, stamp u64
-RECORD_FIELDS = {"state": (0, 4), "tag": (4, 1), "nparts": (6, 2), "holder_pid": (8, 4), "holder_start": (12, 4),
-                 "len": (16, 8), "stamp": (24, 8)}
-REGIONS = {  # name: (start, end) in the header
-    "mutex": (128, 168), "counters": (168, 272), "journal": (272, 400), "wait_words": (448, 640),
-    "slots": (640, SLOTS_END), "all_after_validated_fields": (68, SLOTS_END),
-}
+try:
+    from segment_layout import LAYOUT, MAGIC, field, slot_field
+except ImportError:  # no native build: every test here is skipped (requires_native)
+    LAYOUT, MAGIC = None, b""
+
+
+def _layout():
+    """The fields, regions and record fields fuzzed, at the offsets the native module reports:
+    struct Segment's fields name -> (offset, width), the slot table's end, the record
+    header's fields, and regions name -> (start, end) of the header."""
+    if LAYOUT is None:
+        return {}, 0, {}, {}
+    lay = LAYOUT
+    mutex, c, j = field("segment.mutex"), field("segment.c"), field("segment.journal")
+    saved, saved_slot = j + lay["journal.saved"], j + lay["journal.saved_slot"]
+    fields = {name: (field(f"segment.{name}"), width) for name, width in (
+        ("magic", 8), ("version", 4), ("header_bytes", 4), ("capacity", 8), ("maxsize", 8), ("ring_offset", 8),
+        ("total_bytes", 8), ("persistent", 4), ("creator_pid", 4), ("ready", 4), ("closed", 4), ("unlinked", 4))}
+    fields.update({f"mutex.{n}": (mutex + lay[f"mutex.{n}"], 4)
+                   for n in ("lock", "count", "owner", "nusers", "kind", "spins")})
+    fields["mutex.list_prev"] = (mutex + lay["mutex.list"], 8)
+    fields["mutex.list_next"] = (mutex + lay["mutex.list"] + 8, 8)
+    counters = ("head", "read", "tail", "items", "unfinished")
+    fields.update({n: (c + lay[f"counters.{n}"], 8) for n in counters})
+    fields.update({f"stats.{n}": (c + lay["counters.stats"] + lay[f"stats.{n}"], 8) for n in ("puts", "gets")})
+    fields["journal.active"] = (j + lay["journal.active"], 4)
+    fields["journal.slot_index"] = (j + lay["journal.slot_index"], 4)
+    fields.update({f"journal.{n}": (saved + lay[f"counters.{n}"], 8) for n in counters})
+    slot = (("pid", 4), ("flags", 4), ("start", 8), ("pidns", 8), ("outstanding", 8))
+    fields.update({f"journal.slot_{n}": (saved_slot + lay[f"slot_copy.{n}"], w) for n, w in slot})
+    fields.update({n: (lay[f"segment.{n}"], 4) for n in (
+        "not_empty_seq", "not_empty_sleepers", "not_full_seq", "not_full_sleepers", "join_seq", "join_sleepers")})
+    fields.update({f"slot0.{n}": (slot_field(0, n), w) for n, w in slot})
+    fields["slot1.pid"] = (slot_field(1, "pid"), 4)
+    fields["slot255.pid"] = (slot_field(255, "pid"), 4)
+    slots_end = field("segment.slots") + lay["slot.count"] * lay["slot.size"]
+    record = {"state": (lay["record.state"], 4), "tag": (lay["record.tag"], 1), "nparts": (lay["record.nparts"], 2),
+              "holder_pid": (lay["record.holder"], 4), "holder_start": (lay["record.holder_start"], 4),
+              "len": (lay["record.len"], 8), "stamp": (lay["record.stamp_ns"], 8)}
+    regions = {
+        "mutex": (mutex, c), "counters": (c, j), "journal": (j, j + lay["journal.size"]),
+        "wait_words": (field("segment.not_empty_seq"), field("segment.slots")),
+        "slots": (field("segment.slots"), slots_end),
+        "all_after_validated_fields": (field("segment.unlinked") + 4, slots_end),
+    }
+    return fields, slots_end, record, regions
+
+
+FIELDS, SLOTS_END, RECORD_FIELDS, REGIONS = _layout()
+SLOTS_AT = field("segment.slots") if LAYOUT else 0  # the header's fields end where the slot table starts
 
 WORKER = textwrap.dedent(
     """
@@ -165,7 +187,7 @@ def templates():
                   for f in ("slot0.pid", "journal.active", "journal.slot_index", "journal.slot_pid"))
     found += (u64(attached, FIELDS["journal.tail"][0]),)
     assert found == (os.getpid(), 0, 0, os.getpid(), attached_info["tail"]), (
-        f"segment layout changed ({found}): update FIELDS")
+        f"segment layout does not match _native.LAYOUT ({found})")
     for key, data, info in (("wrapped", wrapped, wrapped_info), ("attached", attached, attached_info)):
         _templates[key] = (data, record_offsets(data, info))
     return _templates
@@ -181,7 +203,7 @@ def check_layout(q):
     info = q.info()
     found = tuple(u64(data, FIELDS[k][0]) for k in ("capacity", "head", "read", "tail", "items"))
     want = (info["capacity_bytes"], info["head"], info["read"], info["tail"], info["items"])
-    assert data[:8] == b"SGQUEUE1" and found == want, "segment layout changed: update FIELDS"
+    assert data[:8] == MAGIC and found == want, "segment layout does not match _native.LAYOUT"
 
 
 def record_offsets(data, info):
@@ -191,7 +213,8 @@ def record_offsets(data, info):
     while off < info["tail"]:
         at = ring + off % cap
         offsets.append(at)
-        off += (32 + u64(data, at + 16) + 31) // 32 * 32
+        size = LAYOUT["record.size"]  # also the records' alignment
+        off += (size + u64(data, at + LAYOUT["record.len"]) + size - 1) // size * size
     assert offsets, "the template has no records"
     return offsets
 
@@ -215,7 +238,7 @@ def offset_in(lo, hi):
 # Flips and byte writes spare the validated fields (magic, version, sizes: offsets below 64),
 # which the single-flip test covers exhaustively. Offsets past the file's end wrap.
 content_mutation = st.one_of(
-    st.tuples(st.just("flip"), st.one_of(offset_in(64, 640), offset_in(64, 1 << 20)), st.integers(0, 7)),
+    st.tuples(st.just("flip"), st.one_of(offset_in(64, SLOTS_AT), offset_in(64, 1 << 20)), st.integers(0, 7)),
     st.tuples(st.just("byte"), offset_in(64, 1 << 20), st.integers(0, 255)),
     st.sampled_from(sorted(FIELDS)).flatmap(
         lambda f: st.tuples(st.just("field"), st.just(f), width_values(FIELDS[f][1]))),
@@ -368,7 +391,7 @@ def test_a_section_that_throws_on_already_corrupt_counters_rolls_back_without_ab
     assert r["open"] == "SegmentCorruptError" or (r["task_done"] == "ValueError" and r["detach"] == "ok"), r
 
 
-HEADER_FIELDS_END = 640  # everything before the slot table: ids, sizes, mutex, counters, journal, wait words
+HEADER_FIELDS_END = SLOTS_AT  # everything before the slot table: ids, sizes, mutex, counters, journal, wait words
 
 
 @pytest.mark.parametrize("template", ["wrapped", "attached"])
@@ -455,8 +478,9 @@ OWN_THREAD_IN_LOCK_WORD = textwrap.dedent(
     bystander = threading.Thread(target=idle.wait, daemon=True)
     bystander.start()
     real = sage_queue.SageQueue(sys.argv[1] + "-real", capacity_bytes=65536)
-    path = "/dev/shm/sage_queue." + sys.argv[1]
-    shutil.copyfile("/dev/shm/sage_queue." + real.name, path)
+    file_of = lambda name: os.path.join(sage_queue.SEGMENT_DIR, sage_queue.SEGMENT_PREFIX + name)
+    path = file_of(sys.argv[1])
+    shutil.copyfile(file_of(real.name), path)
     os.chmod(path, 0o600)  # as a segment is: a wider mode is refused before anything is read
     real.destroy()
     with open(path, "r+b") as f:

@@ -76,11 +76,6 @@ def test_one_producer_one_consumer_with_large_items_lose_nothing_put_and_recover
     check_run(cfg, ops=(("put", "put_many"), ("get", "get_many")))  # 60 kills: each op is not sure
 
 
-# struct Segment (shm_queue.cpp): ring offset, the journal's active flag and saved read pointer.
-OFF_RING, OFF_JOURNAL_ACTIVE, OFF_SAVED_READ = 32, 272, 288
-RESERVED = 1  # RecordState
-
-
 def test_kill_inside_a_put_that_restarted_the_empty_ring_leaves_the_queue_usable():
     # A put that finds the ring fully consumed reclaims it all (head = read = tail), restarts
     # at the next ring boundary and writes its new record headers at ring offset 0, over
@@ -88,6 +83,12 @@ def test_kill_inside_a_put_that_restarted_the_empty_ring_leaves_the_queue_usable
     # back over those headers. 3000 records of 64 bytes: batches do not end on the boundary.
     from sage_ext.sage_queue.python.sage_queue import SageQueue
 
+    from segment_layout import LAYOUT, field
+
+    # The ring offset, the journal's active flag and saved read pointer, a reserved record's state.
+    OFF_RING, OFF_JOURNAL_ACTIVE = field("segment.ring_offset"), field("journal.active")
+    OFF_SAVED_READ = field("journal.saved") + LAYOUT["counters.read"]
+    RESERVED = LAYOUT["record.state.reserved"]
     batch = [b"x"] * 3000
     q = SageQueue(f"crash-restart-{uuid.uuid4().hex[:12]}", capacity_bytes=1 << 20)
     view = harness._LockView(q)

@@ -30,7 +30,9 @@ def usage():
 
 
 def leftovers(prefix):
-    return sorted(f for f in os.listdir("/dev/shm") if f.startswith("sage_queue." + prefix))
+    from sage_ext.sage_queue.python import _native
+
+    return sorted(f for f in os.listdir(_native.SEGMENT_DIR) if f.startswith(_native.SEGMENT_PREFIX + prefix))
 
 
 def check_no_growth(before, after, what):

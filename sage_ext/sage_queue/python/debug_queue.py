@@ -39,11 +39,11 @@ __all__ = [
     "main",
 ]
 
-# The header's first 8 bytes (kMagic in shm_queue.cpp). Checked here too so a
-# foreign file is reported at once; the native attach waits for `ready` first.
-_MAGIC = b"SGQUEUE1"
-_PAGE = 4096  # every segment the native core creates is a whole number of pages
-_INIT_WAIT_SECONDS = 2.0  # how long the native attach waits for a creator (kInitWaitSeconds)
+# The header's first 8 bytes. Checked here too so a foreign file is reported at once;
+# the native attach waits for `ready` first.
+_MAGIC = _native.MAGIC
+_PAGE = _native.PAGE_BYTES  # every segment the native core creates is a whole number of pages
+_INIT_WAIT_SECONDS = _native.INIT_WAIT_SECONDS  # how long the native attach waits for a creator
 # Never blocks (a FIFO), never follows a symlink (ELOOP), never leaks into a child.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 CLEANUP_FORCE = "sage queue cleanup --force"
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m sage_ext.sage_queue.python.debug_queue",
         description="Show one sage_queue's header, ring offsets, counters and attached pids.")
-    parser.add_argument("name", help="queue name (the part after 'sage_queue.' in /dev/shm)")
+    parser.add_argument("name", help=f"queue name (the part after '{SEGMENT_PREFIX}' in {SEGMENT_DIR})")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
     args = parser.parse_args(argv)
     try:
