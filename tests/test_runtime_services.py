@@ -251,3 +251,171 @@ def test_a_cancelled_future_and_a_timeout_leave_the_caller_working(mode, collect
     [(cancelled, answer, message)] = out.items()
     assert cancelled and answer == 10
     assert "'sleep_then' (timeout 0.05 s) did not answer in time" in message
+
+
+class CodedError(Exception):
+    """Pickles (its args hold one message) but cannot be unpickled: __init__ wants two."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+class Coded(BaseService):
+    def fail(self):
+        raise CodedError(404, "no such page")
+
+    def ok(self):
+        return "ok"
+
+    def big(self, size):
+        return b"x" * size
+
+
+class CallCoded(MapFunction):
+    def execute(self, x):
+        try:
+            self.call_service["coded"].fail(timeout=10)
+        except Exception as exc:  # thread mode: the error itself; process: its image
+            failed = (type(exc).__name__, str(exc), getattr(exc, "traceback_text", ""))
+        return failed, self.call_service["coded"].ok(timeout=10)
+
+
+@pytest.mark.timeout(30)
+def test_an_error_that_cannot_be_unpickled_reaches_the_caller_and_the_caller_goes_on(mode, collect):
+    out = collect()
+    env = LocalEnvironment("coded", mode=mode)
+    env.register_service("coded", Coded)
+    env.from_collection([1, 2]).map(CallCoded).sink(out)
+    env.submit(autostop=True)
+    results = out.items()
+    assert len(results) == 2
+    for (exc_type, message, text), answer in results:
+        assert answer == "ok"
+        if mode == "thread":
+            assert (exc_type, message) == ("CodedError", "404: no such page")
+        else:
+            assert (exc_type, message) == ("RemoteServiceError", "CodedError: 404: no such page")
+            assert "raise CodedError(404" in text  # the service's traceback comes along
+
+
+class CallBig(MapFunction):
+    def execute(self, size):
+        try:
+            return len(self.call_service["coded"].big(size, timeout=10))
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+
+@pytest.mark.timeout(30)
+def test_a_reply_larger_than_the_response_ring_is_an_error_naming_the_setting(mode, collect):
+    out = collect()
+    ring = 64 << 10
+    env = LocalEnvironment("big-reply", mode=mode, config={"service_capacity_bytes": ring})
+    env.register_service("coded", Coded)
+    env.from_collection([100, 4 * ring]).map(CallBig).sink(out)
+    env.submit(autostop=True)  # the job itself does not fail
+    small, large = sorted(out.items(), key=lambda r: isinstance(r, tuple))
+    assert small == 100
+    if mode == "thread":
+        assert large == 4 * ring  # no ring between threads
+    else:
+        exc_type, message = large
+        assert exc_type == "RemoteServiceError"
+        assert "'big'" in message and "service_capacity_bytes" in message
+        assert f"{ring}" in message
+
+
+def _service_task(requests, responses):
+    from types import SimpleNamespace
+
+    from sage.runtime.service.base_service_task import ServiceTask
+
+    decl = SimpleNamespace(name="plain", cls=Plain, args=("hi",), kwargs={})
+    return ServiceTask(SimpleNamespace(decl=decl), requests, responses, ctx=None)
+
+
+def test_requests_queued_behind_stop_are_answered_with_service_stopped():
+    from sage.runtime.service.service_caller import STOP_REQUEST
+    from sage.utils import create_queue
+
+    requests, replies = create_queue("python_queue"), create_queue("python_queue")
+    requests.put((7, 0, "greet", ("a",), {}))
+    requests.put(STOP_REQUEST)
+    requests.put((7, 1, "greet", ("b",), {}))  # landed after STOP, before the close
+    _service_task(requests, {7: replies}).run()
+    first, second = replies.get(timeout=1), replies.get(timeout=1)
+    assert first == (0, True, "hi, a")
+    call_id, ok, error = second
+    assert (call_id, ok) == (1, False)
+    assert "service 'plain' has stopped" in str(error)
+
+
+class _RepliesThatFailToDecodeOnce:
+    """A response queue whose get_many raises once, as a reply that does not unpickle would."""
+
+    def __init__(self):
+        from sage.utils import create_queue
+
+        self._queue = create_queue("python_queue")
+        self.fail_next = True
+
+    def put(self, item):
+        self._queue.put(item)
+
+    def get_many(self, max_items, block=True, timeout=None):
+        items = self._queue.get_many(max_items, block, timeout)
+        if self.fail_next and any(call_id >= 0 for call_id, _, _ in items):
+            self.fail_next = False
+            raise TypeError("CodedError.__init__() missing 1 required positional argument")
+        return items
+
+    def close(self):
+        self._queue.close()
+
+
+def test_the_reply_reader_survives_a_batch_it_cannot_read():
+    from sage.runtime.service.service_caller import ServiceCaller
+    from sage.utils import create_queue
+
+    requests, replies = create_queue("python_queue"), _RepliesThatFailToDecodeOnce()
+    caller = ServiceCaller(0, replies, {"svc": requests}, owner="test")
+    try:
+        lost = caller.submit("svc", "m", (), {})
+        _, call_id, *_ = requests.get(timeout=1)
+        replies.put((call_id, True, "lost in the batch"))
+        with pytest.raises(RuntimeError, match="could not be read.*TypeError"):
+            lost.result(timeout=5)
+        later = caller.submit("svc", "m", (), {})
+        _, call_id, *_ = requests.get(timeout=1)
+        replies.put((call_id, True, "answer"))
+        assert later.result(timeout=5) == "answer"
+    finally:
+        caller.close()
+
+
+@pytest.mark.timeout(20)
+def test_close_waits_a_bounded_time_for_a_reader_held_by_a_done_callback(monkeypatch):
+    from sage.runtime.service import service_caller
+    from sage.utils import create_queue
+
+    monkeypatch.setattr(service_caller, "_CLOSE_JOIN_SECONDS", 0.2)
+    requests, replies = create_queue("python_queue"), create_queue("python_queue")
+    caller = service_caller.ServiceCaller(0, replies, {"svc": requests}, owner="test")
+    release, on_reader = threading.Event(), []
+
+    def hold(future):
+        on_reader.append(threading.current_thread().name)
+        release.wait(10)
+
+    future = caller.submit("svc", "m", (), {})
+    future.add_done_callback(hold)
+    _, call_id, *_ = requests.get(timeout=1)
+    replies.put((call_id, True, 1))
+    assert future.result(timeout=5) == 1
+    started = time.monotonic()
+    caller.close()
+    assert time.monotonic() - started < 2
+    release.set()
+    caller._reader.join(5)
+    assert on_reader == ["sage-service-replies-test"]  # as the docstring says

@@ -183,7 +183,8 @@ class Job:
             register_exit_hook()
             for spec in self.plan.services:
                 ctx = TaskContext(spec.decl.name, 0, 1, self.env_name, None)
-                service = ServiceTask(spec, self._requests[spec.decl.name], self._responses, ctx)
+                service = ServiceTask(spec, self._requests[spec.decl.name], self._responses, ctx,
+                                      crosses_processes=self.process_mode)
                 body = self._service_body(service, spec)
                 key = f"service:{spec.decl.name}"
                 self._service_tasks[key] = self._make_task(key, key, 0, body)

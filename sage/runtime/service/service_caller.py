@@ -5,11 +5,16 @@ queue; the answer ``(call_id, ok, value)`` comes back on this caller's own respo
 read by one reader thread that resolves the matching Future. A call whose timeout passes
 fails with TimeoutError and is forgotten, so its late answer is discarded, never given
 to another call. Everything blocks on queues; nothing polls.
+
+The reader never dies silently: a batch of replies it cannot read fails the calls waiting
+then, and it reads on; should it end for any other reason, every waiting call fails and
+later calls are refused, saying why.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -20,6 +25,9 @@ from sage.utils import QueueClosed
 from ..task.local_task import leave_signals_to_the_main_thread
 
 __all__ = ["ServiceCaller", "ServiceProxies", "STOP_REQUEST"]
+
+log = logging.getLogger("sage.runtime")
+_CLOSE_JOIN_SECONDS = 5.0  # close(): the reader ends at once unless a done-callback hangs
 
 STOP_REQUEST = None  # on a request queue: the service finishes what is before it, then ends
 _WAKE = (-1, True, None)  # put on our own response queue: the reader looks at deadlines again
@@ -57,12 +65,17 @@ class ServiceCaller:
         self._reader: threading.Thread | None = None
         self._closed = False
         self._reader_deadline: float | None = None  # what the reader is waiting until
+        self._reader_failure: str | None = None  # why the reader ended, if not by close()
         self.late_replies = 0  # answers that came after their call had timed out
 
     def submit(self, service: str, method: str, args: tuple, kwargs: dict,
                timeout: float | None = None) -> Future:
         """Send the request; the Future holds the result, the service's exception, or a
-        TimeoutError once ``timeout`` seconds pass without an answer."""
+        TimeoutError once ``timeout`` seconds pass without an answer.
+
+        Callbacks added with ``Future.add_done_callback`` run on this caller's reader
+        thread: one that blocks holds up every other answer of this caller (and one that
+        waits for another answer of this caller never gets it)."""
         request_queue = self._requests.get(service)
         if request_queue is None:
             known = ", ".join(sorted(self._requests)) or "none"
@@ -76,6 +89,8 @@ class ServiceCaller:
         if timeout is not None:
             what += f" (timeout {timeout:g} s)"
         with self._lock:
+            if self._reader_failure is not None:
+                raise RuntimeError(f"{what}: {self._reader_failure}")
             if self._closed:
                 raise RuntimeError(f"{self.owner or 'this caller'} has finished; it cannot call {what}")
             self._pending[call_id] = _Pending(future, deadline, what)
@@ -125,6 +140,16 @@ class ServiceCaller:
 
     def _read(self) -> None:
         leave_signals_to_the_main_thread()
+        try:
+            self._read_replies()
+        except BaseException as exc:  # noqa: BLE001 - said, and every waiting call told
+            why = f"the reply reader of {self.owner or 'this caller'} failed ({type(exc).__name__}: {exc})"
+            log.exception("sage service caller: %s", why)
+            with self._lock:
+                self._reader_failure = why
+            self._fail_all(why)
+
+    def _read_replies(self) -> None:
         while True:
             with self._lock:
                 self._reader_deadline = deadline = self._next_deadline()
@@ -137,6 +162,11 @@ class ServiceCaller:
             except (QueueClosed, OSError, ValueError):
                 self._fail_all("the job ended before the service answered")
                 return
+            except Exception as exc:  # noqa: BLE001 - a batch we cannot read; the reader goes on
+                # The batch is consumed and its call ids are lost with it: fail every call
+                # waiting now (an answer that comes later is counted as late), keep reading.
+                self._fail_all(f"its reply could not be read ({type(exc).__name__}: {exc})")
+                continue
             for call_id, ok, value in replies:
                 with self._lock:
                     pending = self._pending.pop(call_id, None)
@@ -154,13 +184,18 @@ class ServiceCaller:
             _settle(p.future, RuntimeError(f"{p.what}: {why}"))
 
     def close(self) -> None:
-        """No more calls; the reader ends (the response queue is closed). Idempotent."""
+        """No more calls; the reader ends (the response queue is closed). Idempotent.
+        Waits a bounded time for the reader (a done-callback may hang on it)."""
         with self._lock:
             self._closed = True
             reader = self._reader
         if reader is not None:
             self._responses.close()
-            reader.join()
+            if reader is not threading.current_thread():  # close() from a done-callback
+                reader.join(_CLOSE_JOIN_SECONDS)
+                if reader.is_alive():
+                    log.warning("sage service caller %s: its reply reader did not end in %g s "
+                                "(a done-callback still running?)", self.owner, _CLOSE_JOIN_SECONDS)
 
 
 class _ServiceHandle:
