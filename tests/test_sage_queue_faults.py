@@ -4,9 +4,9 @@ segments, a full /dev/shm, and the segment's permissions and lifetime.
 
 Kills go to forked children that report progress through shared memory, so the test
 knows exactly which puts returned and which items a dying consumer had taken. Several
-tests read the segment's header straight from /dev/shm (offsets below, from the struct
-Segment in sage_ext/sage_queue/src/shm_queue.cpp); check_layout() verifies them
-against info() first, so a layout change fails loudly instead of testing nothing.
+tests read the segment's header straight from /dev/shm (at the offsets the native module
+reports, _native.LAYOUT); check_layout() still verifies them against info() first, so a
+wrong offset fails loudly instead of testing nothing.
 """
 
 import collections
