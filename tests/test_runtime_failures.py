@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -112,6 +113,49 @@ def test_a_task_process_killed_by_a_signal_fails_the_job_within_a_second():
         "victim", 1, "SIGKILL")
     assert f"pid {pid}" in info.value.message and "killed by signal SIGKILL" in info.value.message
     env.close()
+
+
+class SlowDouble(MapFunction):
+    def execute(self, x):
+        time.sleep(0.0005)
+        return 2 * x
+
+
+def test_a_job_submitted_from_a_thread_that_ends_completes_with_every_item(mode, collect):
+    out = collect()
+    env = LocalEnvironment("from-thread", mode=mode)
+    env.from_collection(range(2000)).map(SlowDouble, parallelism=2).sink(out)
+    submitter = threading.Thread(target=env.submit)
+    submitter.start()
+    submitter.join()  # the thread that started (forked) the tasks is gone; they run on
+    env.wait(timeout=30)
+    env.close()
+    assert sorted(out.items()) == [2 * x for x in range(2000)]
+
+
+@requires_native
+def test_task_processes_forked_by_a_thread_die_with_a_killed_driver():
+    driver = subprocess.Popen([sys.executable, str(APPS / "driver_until_signal.py"), "process",
+                               "sleep", "from-thread"], env=child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = driver.stdout.readline()
+        assert line.startswith("READY"), line + driver.stderr.read()
+        pids = json.loads(line.split(" ", 3)[1])
+        assert all(_pid_alive(p) for p in pids)
+        driver.kill()  # no handler runs: the tasks must notice on their own
+        driver.wait(timeout=5)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    deadline = time.monotonic() + 3
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_pid_alive(p) for p in pids), "task processes outlived the driver"
+    for name in os.listdir("/dev/shm"):  # what the killed driver could not remove
+        if name.startswith(f"sage_queue.sage-{driver.pid}-"):
+            os.unlink(f"/dev/shm/{name}")
 
 
 def _pid_alive(pid: int) -> bool:

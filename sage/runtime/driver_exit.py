@@ -1,6 +1,6 @@
 """How the driver's end takes its jobs with it: SIGTERM, Ctrl-C and interpreter exit.
 
-Task processes also die with the driver on their own (PR_SET_PDEATHSIG, see local_task);
+Task processes also die with the driver on their own (a pipe watchdog, see local_task);
 these hooks make sure the driver tears its jobs down first, so segments go too.
 """
 

@@ -1,12 +1,14 @@
 """A driver that runs an endless pipeline until a signal ends it (test_runtime_failures).
 
 Prints one line ``READY <pids> <segments>`` once its tasks run, then blocks in
-``env.wait()`` (argv[2] == "wait") or in a plain sleep (argv[2] == "sleep")."""
+``env.wait()`` (argv[2] == "wait") or in a plain sleep (argv[2] == "sleep"). With
+argv[3] == "from-thread" the job is submitted by a thread that has ended by then."""
 
 import json
 import os
 import signal
 import sys
+import threading
 import time
 
 from sage.core.api import LocalEnvironment
@@ -18,7 +20,13 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 mode, where = sys.argv[1], sys.argv[2]
 env = LocalEnvironment("until-signal", mode=mode)
 env.from_source(lambda: 1).map(lambda x: x + 1, parallelism=2).sink(lambda x: None)
-job = env.submit()
+if sys.argv[3:] == ["from-thread"]:
+    submitter = threading.Thread(target=env.submit)
+    submitter.start()
+    submitter.join()
+    job = env.job
+else:
+    job = env.submit()
 pids = list(job.task_pids.values())
 segments = [f"sage_queue.{name}" for name in job.queue_names] if mode == "process" else []
 while sum(m.items_in for m in env.metrics()) < 100:

@@ -1,7 +1,8 @@
 """A task on this machine: a thread of the driver, or a process of its own.
 
 Threads (mode "thread", over python_queue) share the driver's memory, as SAGE's tasks did.
-Processes (mode "process", over sage_queue) are forked from the driver: functions,
+Processes (mode "process", over sage_queue) are forked from the driver (from whichever
+thread submits the job; they die with the driver, not with that thread): functions,
 lambdas and closures need no pickling, and state a function changes stays in its
 process. A process reports a failure on the job's error queue, then exits with code 1;
 one killed by a signal is seen by ProcessWatcher through its sentinel at once.
@@ -83,14 +84,54 @@ class ThreadTask:
         """A thread cannot be killed; closing its queues (the job does) is what ends it."""
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: the kernel kills this process if the driver dies, so no task outlives it."""
+_driver_pipe_lock = threading.Lock()
+_driver_pipe: tuple[int, int, int] | None = None  # (owner pid, read end, write end)
+
+
+def driver_pipe() -> tuple[int, int]:
+    """(read, write) ends of a pipe whose write end only the driver process keeps: its task
+    processes see EOF on the read end once the driver is gone, however it ended."""
+    global _driver_pipe
+    with _driver_pipe_lock:
+        if _driver_pipe is None or _driver_pipe[0] != os.getpid():
+            if _driver_pipe is not None:  # a forked copy of another driver's pipe
+                for fd in _driver_pipe[1:]:
+                    _close_quietly(fd)
+            _driver_pipe = (os.getpid(), *os.pipe())
+        return _driver_pipe[1], _driver_pipe[2]
+
+
+def _close_quietly(fd: int) -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _die_with_driver(parent_pid: int, read_end: int, write_end: int, forked_by_main: bool) -> None:
+    """No task outlives the driver. A watchdog thread waits for EOF on the driver's pipe (all
+    its write ends close when the driver exits, even by SIGKILL). PR_SET_PDEATHSIG is added
+    only for a fork by the main thread: it fires when the forking *thread* ends (prctl(2)),
+    and a job submitted from a worker thread must outlive that thread."""
+    _close_quietly(write_end)  # ours would keep the pipe open
+    if forked_by_main:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        leave_signals_to_the_main_thread()
+        try:
+            while os.read(read_end, 1):
+                pass
+        except OSError:
+            pass
+        os._exit(1)  # the driver is gone: nobody will read what this task produces
+
+    threading.Thread(target=watch, name="sage-driver-watchdog", daemon=True).start()
+    if os.getppid() != parent_pid:  # the driver died before the watchdog started
         os._exit(1)
 
 
@@ -101,11 +142,11 @@ class ProcessTask:
         self.key, self.operator, self.instance = key, operator, instance
         self._body = body
         self._errors = error_queue
-        self.process = FORK.Process(target=self._main, args=(os.getpid(),),
+        self.process = FORK.Process(target=self._main, args=(os.getpid(), *driver_pipe()),
                                     name=f"sage-task-{key}", daemon=True)
 
-    def _main(self, parent_pid: int) -> None:
-        _die_with_parent(parent_pid)
+    def _main(self, parent_pid: int, read_end: int, write_end: int) -> None:
+        _die_with_driver(parent_pid, read_end, write_end, self._forked_by_main)
         # Ctrl-C reaches the whole process group: the driver alone decides how to stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -118,6 +159,8 @@ class ProcessTask:
                 sys.exit(1)
 
     def start(self) -> None:
+        # read in the child (a copy of self): after a fork, threading calls any thread main
+        self._forked_by_main = threading.current_thread() is threading.main_thread()
         self.process.start()
 
     @property
