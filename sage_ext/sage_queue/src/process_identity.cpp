@@ -94,7 +94,8 @@ ProcessIdentity self_identity() {
 
 Liveness liveness(const ProcessIdentity& who) {
     const ProcessIdentity me = self_identity();
-    if (who.pidns != 0 && me.pidns != 0 && who.pidns != me.pidns) return Liveness::unknown;
+    // Another namespace's pid, or one whose namespace its writer could not tell: not ours to look up.
+    if (who.pidns != me.pidns) return Liveness::unknown;
     if (who.pid == me.pid) return who.start == 0 || who.start == me.start ? Liveness::alive : Liveness::dead;
     return liveness_of(
         who.pid, [](uint64_t start, const void* arg) {

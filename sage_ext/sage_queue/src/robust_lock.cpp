@@ -29,14 +29,16 @@ void Journal::begin(const Counters& c, int slot, const Slot* slots) {
         const Slot& sl = slots[slot];
         saved_slot = {sl.pid.load(), sl.flags, sl.start, sl.pidns, sl.outstanding};
     }
-    active.store(1, std::memory_order_relaxed);
-    // The journal before any change it covers (no full fence needed: stores only).
+    // The saved copy before the mark (a holder killed between them leaves no half-written
+    // journal marked active), and the mark before any change it covers.
+    active.store(1, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_release);
 }
 
 void Journal::cover_slot(int index, const Slot& s) {
     slot_index = index;
     saved_slot = {s.pid.load(), s.flags, s.start, s.pidns, s.outstanding};
+    std::atomic_thread_fence(std::memory_order_release);  // the copy before the slot changes
 }
 
 void Journal::end() { active.store(0, std::memory_order_release); }

@@ -87,12 +87,17 @@ Joined join_users(HandleState& s, bool take_slot) {
     reap_dead_slots(s);
     Segment* seg = s.segment.seg;
     LockedSection section(s.lock, -1);
-    if (seg->unlinked.load() != 0) return Joined::removed;
+    if (seg->unlinked.load() != 0) {
+        // Its last user removes the name after marking it; one that died in between left the
+        // name to whoever comes next (removed only while it is still this file).
+        remove_name(s);
+        return Joined::removed;
+    }
     bool users = s.segment.persistent;
     for (int i = 0; i < kMaxSlots && !users; ++i) users = seg->slots[i].pid.load() != 0;
     if (!users) {
+        remove_name(s);  // the name first: a death in between leaves nothing to trip on
         seg->unlinked.store(1);
-        remove_name(s);
         return Joined::stale;
     }
     s.slot = take_slot_locked(s);

@@ -125,8 +125,8 @@ void ShmQueue::detach() {
             for (int i = 0; i < kMaxSlots && !anyone; ++i)
                 anyone = seg->slots[i].pid.load() != 0 && slot_liveness(seg, i) != Liveness::dead;
             if (!anyone && !s.segment.persistent && seg->unlinked.load() == 0) {
+                remove_name(s);  // the name first: a death in between leaves nothing to trip on
                 seg->unlinked.store(1);
-                remove_name(s);
             }
         }
     } catch (const CorruptSegment&) {
@@ -147,14 +147,16 @@ uint64_t ShmQueue::maxsize() const { return s_->segment.maxsize; }
 void ShmQueue::unlink() {
     Segment* seg = s_->segment.seg;
     if (!seg) throw InvalidArgument("queue is detached");
-    if (seg->unlinked.exchange(1) == 0) remove_name(*s_);
+    remove_name(*s_);  // even if marked already: its marker may have died before removing it
+    seg->unlinked.store(1);
 }
 
 void ShmQueue::before_fork() {
     HandleState& s = *s_;
     s.fork_slot = -1;
-    if (!s.segment.seg || detaching() || s.slot < 0 || s.segment.seg->unlinked.load()) return;
     try {
+        InUse in_use(*this);  // a detach from another thread waits for us, or we skip
+        if (s.slot < 0 || s.segment.seg->unlinked.load()) return;
         LockedSection section(s.lock, -1);
         s.fork_slot = take_slot_locked(s);
         s.segment.seg->slots[s.fork_slot].flags = kSlotForChild;
@@ -167,7 +169,9 @@ void ShmQueue::after_fork_in_parent() { s_->fork_slot = -1; }  // the reserved s
 
 void ShmQueue::after_fork_in_child() {
     HandleState& s = *s_;
-    if (!s.segment.seg || getpid() == s.me.pid) return;
+    // Forked while another thread of the parent was detaching: the handle is going, and its
+    // detach here would find it gone already.
+    if (!s.segment.seg || getpid() == s.me.pid || detaching()) return;
     s.me = self_identity();
     s.users.store(0);  // calls in flight belonged to the parent's other threads
     s.slot = -1;
