@@ -208,3 +208,44 @@ def test_a_pipeline_too_big_for_dev_shm_fails_at_submit_naming_sizes_and_shm_siz
     with pytest.raises(OSError, match=r"needs \d+\.\d MiB of shared memory.*--shm-size") as info:
         env.submit()
     assert info.value.errno == errno.ENOSPC
+
+
+def _endless_job(mode: str, name: str):
+    env = LocalEnvironment(name, mode=mode)
+    env.from_source(lambda: 1).map(lambda x: x, parallelism=2).sink(lambda x: None)
+    return env.submit()
+
+
+def _before_first_join(job, action) -> None:
+    """Run ``action`` when teardown first joins a task (a step in the middle of it)."""
+    task = next(iter(job._operator_tasks.values()))
+    real_join = task.join
+
+    def join(timeout=None):
+        task.join = real_join
+        action()
+        real_join(timeout)
+
+    task.join = join
+
+
+def test_a_teardown_cut_short_is_finished_by_the_next_close(mode):
+    job = _endless_job(mode, "cut-short")
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    _before_first_join(job, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        job.close()
+    job.close()  # ends what the first teardown left: no_leftovers checks
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_teardown_acts_after_it_with_nothing_left(mode, sig):
+    job = _endless_job(mode, "signal-in-teardown")
+    _before_first_join(job, lambda: os.kill(os.getpid(), sig))
+    raised = KeyboardInterrupt if sig == signal.SIGINT else SystemExit
+    with pytest.raises(raised):
+        job.close()  # no second close: the first one finished before the signal acted
+    assert job.state == "closed" or job._torn_down

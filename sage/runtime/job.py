@@ -8,11 +8,13 @@ destroys every queue (no /dev/shm segment outlives the job).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 
@@ -40,6 +42,38 @@ def _quietly(call) -> None:
         call()
     except (OSError, ValueError) as exc:
         log.debug("sage job teardown: %s", exc)
+
+
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Ctrl-C and SIGTERM that arrive meanwhile act at the end of the block, not inside it.
+    The main thread's handlers are swapped for ones that take note (masking the signals in
+    the main thread alone would not do: the kernel gives them to any thread that does not
+    block them, and Python still runs the handler in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run only in the main thread, so they cannot cut this thread short
+        return
+    arrived: list = []
+
+    def take_note(signum, frame):
+        if signum not in arrived:
+            arrived.append(signum)
+
+    previous = {}
+    for sig in _DEFERRED_SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):
+            previous[sig] = signal.signal(sig, take_note)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in arrived:
+            signal.raise_signal(sig)  # its own handler acts now (raises, as a rule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +138,7 @@ class Job:
         self._failure_seen = False
         self._done: set = set()
         self._torn_down = False
+        self._destroyed: set = set()  # names of the queues teardown has destroyed
         self._requests: dict = {}
         self._responses: dict = {}
         self._started_at = self._ended_at = None
@@ -298,10 +333,28 @@ class Job:
             self.state = "closed"
 
     def _teardown(self, abort: bool) -> None:
-        """End every task (closing the queues wakes blocked ones), then destroy the queues."""
+        """End every task (closing the queues wakes blocked ones), then destroy the queues.
+        Each step may be run again: a teardown cut short (an exception from a step) is
+        finished by the next call; it counts as done only at its end. In the main thread,
+        Ctrl-C and SIGTERM wait for its end, then act."""
         if self._torn_down:
             return
-        self._torn_down = True
+        try:
+            with _signals_deferred():
+                self._end_tasks(abort)
+                if self._ended_at is None and self._started_at is not None:
+                    self._ended_at = time.monotonic()
+                for name, q in list(self._queues.items()):
+                    if name not in self._destroyed:
+                        _quietly(q.destroy if hasattr(q, "destroy") else q.close)
+                        self._destroyed.add(name)
+                live_jobs.discard(self)
+                self._torn_down = True
+        finally:
+            if self._torn_down:
+                restore_sigterm()  # after the deferral gave SIGTERM its handler back
+
+    def _end_tasks(self, abort: bool) -> None:
         tasks = list(self._operator_tasks.values()) + list(self._service_tasks.values())
         if abort:
             self._stop_event.set()
@@ -321,12 +374,6 @@ class Job:
         elif self.process_mode:
             for task in tasks:
                 task.reap()
-        if self._ended_at is None and self._started_at is not None:
-            self._ended_at = time.monotonic()
-        for q in self._queues.values():
-            _quietly(q.destroy if hasattr(q, "destroy") else q.close)
-        live_jobs.discard(self)
-        restore_sigterm()
 
     # -- observing ------------------------------------------------------------------
 
