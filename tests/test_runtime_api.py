@@ -541,3 +541,41 @@ def test_a_dozen_instances_fit_dockers_default_dev_shm():
     plan = build_plan(env.pipeline, env._services, "process", "job-dozen")
     assert len(plan.instances) == 12
     assert Job(plan).shm_bytes_needed() < 48 << 20  # room left under 64 MB for the rest
+
+
+class Count(MapFunction):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def execute(self, x):
+        self.seen.append(x)
+        return len(self.seen)
+
+
+def test_each_instance_of_a_function_object_has_its_own_state(mode, collect):
+    out = collect()
+    env = LocalEnvironment("own-state", mode=mode)
+    env.from_collection(range(100)).map(Count(), parallelism=2).sink(out)
+    env.submit(autostop=True)
+    assert max(out.items()) == 50  # round robin: 50 items each, counted apart
+
+
+class HoldsALock(MapFunction):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        import threading
+
+        self.lock = threading.Lock()
+
+    def execute(self, x):
+        return x
+
+
+def test_a_function_object_that_cannot_be_copied_is_an_error_saying_pass_the_class(mode):
+    from sage.core.api import JobFailedError
+
+    env = LocalEnvironment("uncopyable", mode=mode)
+    env.from_collection([1]).map(HoldsALock()).sink(lambda x: None)
+    with pytest.raises((TypeError, JobFailedError), match="pass the class"):
+        env.submit(autostop=True)

@@ -40,6 +40,18 @@ def is_function_class(kind: str, function) -> bool:
     return isinstance(function, type) and callable(getattr(function, method, None))
 
 
+def _own_copy(kind: str, function: BaseFunction) -> BaseFunction:
+    """One object per instance, deep: parallel instances (threads) share no mutable state."""
+    try:
+        return copy.deepcopy(function)
+    except Exception as exc:  # noqa: BLE001 - whatever copying raised, the fix is the same
+        cls = type(function).__name__
+        raise TypeError(
+            f"{kind}: the {cls} object cannot be copied for each instance "
+            f"({type(exc).__name__}: {exc}); pass the class instead, with its arguments "
+            f"(e.g. .{kind}({cls}, arg, ...)), so each instance constructs its own") from exc
+
+
 def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
     """The function object one instance runs: a class is constructed here, in the task."""
     if is_function_class(kind, function):
@@ -49,7 +61,7 @@ def instantiate(kind: str, function, args: tuple, kwargs: dict, name: str):
     if kind == "comap" and isinstance(function, (list, tuple)):
         return LambdaCoMapFunction(function)
     if isinstance(function, BaseFunction):
-        return copy.copy(function)  # one object per instance, each with its own ctx
+        return _own_copy(kind, function)
     if callable(function):
         return wrap_callable(kind, function)
     raise TypeError(f"{kind}: expected a function class or a callable, got {type(function).__name__}")
