@@ -9,10 +9,10 @@
 #include "lock_holder.h"
 
 namespace sage {
-
 namespace {
 
 constexpr int kLockSpins = 256;  // ~10 us of watching a held lock before sleeping on it
+constexpr long kLockSliceNs = 200000000;  // 200 ms of waiting for the lock between looks at its holder
 
 std::atomic<LockWaitHook> lock_wait_hook{nullptr};
 
@@ -108,14 +108,25 @@ void SegmentLock::lock() {
             }
         }
 #endif
+        // Wait in slices, between looks at the holder. On the monotonic clock where glibc has
+        // it: a wall-clock step must not stretch a slice.
         timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);  // the clock pthread_mutex_timedlock measures on
-        until.tv_nsec += 200000000;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 30)
+        constexpr clockid_t kSliceClock = CLOCK_MONOTONIC;
+#else
+        constexpr clockid_t kSliceClock = CLOCK_REALTIME;  // what pthread_mutex_timedlock measures on
+#endif
+        clock_gettime(kSliceClock, &until);
+        until.tv_nsec += kLockSliceNs;
         if (until.tv_nsec >= 1000000000) {
             until.tv_sec += 1;
             until.tv_nsec -= 1000000000;
         }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 30)
+        rc = pthread_mutex_clocklock(&seg->mutex, kSliceClock, &until);
+#else
         rc = pthread_mutex_timedlock(&seg->mutex, &until);
+#endif
     }
     if (rc == EOWNERDEAD) {
         try {
