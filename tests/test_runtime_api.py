@@ -579,3 +579,38 @@ def test_a_function_object_that_cannot_be_copied_is_an_error_saying_pass_the_cla
     env.from_collection([1]).map(HoldsALock()).sink(lambda x: None)
     with pytest.raises((TypeError, JobFailedError), match="pass the class"):
         env.submit(autostop=True)
+
+
+def test_stable_hash_is_the_same_for_equal_numbers_and_for_tuples_of_them():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    assert stable_hash(1) == stable_hash(1.0) == stable_hash(True) == stable_hash(Fraction(1))
+    assert stable_hash(0) == stable_hash(-0.0) == stable_hash(False)
+    assert stable_hash(0.5) == stable_hash(Fraction(1, 2)) == stable_hash(Decimal("0.5"))
+    assert stable_hash((1, "a", (2, 3.0))) == stable_hash((1.0, "a", (2.0, 3)))
+    assert stable_hash(frozenset({1, 2})) == stable_hash({2.0, 1.0})
+    assert stable_hash(1) != stable_hash(2) and stable_hash(0.5) != stable_hash(0.25)
+
+
+def test_stable_hash_of_sets_is_the_same_in_other_hash_seeds():
+    key = "frozenset(f'word{i}' for i in range(40)), frozenset({('a', 1), ('b', 2.5)})"
+    code = f"from sage.runtime.router.packet import stable_hash; print(stable_hash(({key})))"
+    outs = {subprocess.run([sys.executable, "-c", code], env=child_env(PYTHONHASHSEED=seed),
+                           capture_output=True, text=True, check=True).stdout
+            for seed in ("1", "2", "3")}
+    assert len(outs) == 1
+
+
+
+def test_a_join_keyed_by_int_on_one_side_and_float_on_the_other_meets(mode, collect):
+    out = collect()
+    env = LocalEnvironment("join-numbers", mode=mode)
+    users = env.from_collection([{"id": i, "name": f"user{i}"} for i in range(20)])
+    orders = env.from_collection([{"id": float(i % 20), "order": i} for i in range(60)])
+    (users.keyby(lambda u: u["id"])
+        .connect(orders.keyby(lambda o: o["id"]))
+        .join(UserOrderJoin, parallelism=3)
+        .sink(out))
+    run(env)
+    assert sorted(out.items()) == sorted((f"user{i % 20}", i) for i in range(60))
