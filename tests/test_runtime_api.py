@@ -614,3 +614,58 @@ def test_a_join_keyed_by_int_on_one_side_and_float_on_the_other_meets(mode, coll
         .sink(out))
     run(env)
     assert sorted(out.items()) == sorted((f"user{i % 20}", i) for i in range(60))
+
+
+class _RefusingQueue:
+    """put_many raises the given ValueError; put records what it gets."""
+
+    def __init__(self, error: ValueError):
+        self.error = error
+        self.put_items: list = []
+
+    def put_many(self, items):
+        raise self.error
+
+    def put(self, item):
+        self.put_items.append(item)
+
+
+def test_a_value_error_from_a_payload_is_raised_not_taken_for_a_batch_too_big():
+    from sage.runtime.router.router import OutEdge
+
+    refusing = _RefusingQueue(ValueError("from the payload's __reduce__"))
+    edge = OutEdge(0, "round_robin", [refusing], batch_size=8)
+    for item in range(3):
+        edge.send(item)
+    with pytest.raises(ValueError, match="__reduce__"):
+        edge.flush()
+    assert refusing.put_items == []  # not sent again one by one
+
+
+def test_a_batch_larger_than_the_ring_goes_one_item_at_a_time():
+    from sage.runtime.router.router import OutEdge
+
+    refusing = _RefusingQueue(ValueError(
+        "batch of 9000 bytes or more is larger than the ring of queue 'q' (4096 bytes)"))
+    edge = OutEdge(0, "round_robin", [refusing], batch_size=8)
+    for item in range(3):
+        edge.send(item)
+    edge.flush()
+    assert refusing.put_items == [0, 1, 2]
+
+
+class HugeFailure(MapFunction):
+    def execute(self, x):
+        raise ValueError("too much " + "x" * (2 << 20))
+
+
+def test_a_failure_with_a_traceback_larger_than_the_error_ring_is_reported_cut(mode):
+    from sage.core.api import JobFailedError
+
+    env = LocalEnvironment("huge-failure", mode=mode)
+    env.from_collection([1]).map(HugeFailure).sink(lambda x: None)
+    with pytest.raises(JobFailedError) as info:
+        run(env)
+    assert (info.value.operator, info.value.exc_type) == ("HugeFailure", "ValueError")
+    assert info.value.message.startswith("too much xxx")
+    assert "raise ValueError" in info.value.traceback_text

@@ -18,6 +18,12 @@ __all__ = ["Router", "OutEdge", "ROUTINGS"]
 ROUTINGS = ("round_robin", "hash", "broadcast")
 
 
+def _batch_larger_than_ring(exc: ValueError) -> bool:
+    """sage_queue's put_many: "batch of N bytes or more is larger than the ring of ..." """
+    text = str(exc)
+    return text.startswith("batch of ") and "larger than the ring" in text
+
+
 class OutEdge:
     """The queues of one downstream transformation (one per instance) and how to pick one."""
 
@@ -95,10 +101,12 @@ class OutEdge:
         queue = self.queues[index]
         try:
             queue.put_many(buffer)  # blocks while the queue is full: backpressure
-        except ValueError:
-            if len(buffer) == 1:
-                raise  # one item larger than the queue's ring: the error says by how much
-            for packet in buffer:  # the batch as a whole is larger than the ring
+        except ValueError as exc:
+            # only a batch larger than the ring is sent again, an item at a time; any other
+            # ValueError (one item too large, a payload's own __reduce__) is the error
+            if len(buffer) == 1 or not _batch_larger_than_ring(exc):
+                raise
+            for packet in buffer:
                 queue.put(packet)
         if self.routing != "broadcast" or len(self.queues) == 1:
             self._counted += len(buffer)

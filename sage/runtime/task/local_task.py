@@ -46,6 +46,17 @@ def failure_of(operator: str, instance: int, exc: BaseException) -> TaskFailure:
     return TaskFailure(operator, instance, type(exc).__name__, str(exc), text)
 
 
+def _cut(text: str, limit: int, keep_end: bool) -> str:
+    """At most about ``limit`` characters of ``text``: its start (and end, if keep_end: a
+    traceback's last lines name the error), saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        half = limit // 2
+        return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+    return f"{text[:limit]} [... {len(text) - limit} characters cut]"
+
+
 def _guarded(body, operator: str, instance: int) -> TaskFailure | None:
     """Run the body; None if it ended well or the job closed its queues (an abort)."""
     try:
@@ -153,10 +164,24 @@ class ProcessTask:
         failure = _guarded(self._body, self.operator, self.instance)
         if failure is not None:
             try:
-                self._errors.put((self.key, failure.as_tuple()))
+                self._report(failure)
             finally:
                 sys.stdout.flush()
                 sys.exit(1)
+
+    def _report(self, failure: TaskFailure) -> None:
+        """Put the failure on the error queue; texts too large for its ring are cut to fit."""
+        try:
+            self._errors.put((self.key, failure.as_tuple()))
+            return
+        except ValueError as exc:
+            if "larger than the ring" not in str(exc):
+                raise
+        budget = max(1024, getattr(self._errors, "capacity_bytes", 0) // 16)  # chars a text
+        cut = TaskFailure(failure.operator, failure.instance, failure.exc_type,
+                          _cut(failure.message, budget, keep_end=False),
+                          _cut(failure.traceback_text, budget, keep_end=True))
+        self._errors.put((self.key, cut.as_tuple()))
 
     def start(self) -> None:
         # read in the child (a copy of self): after a fork, threading calls any thread main
