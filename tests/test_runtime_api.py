@@ -669,3 +669,32 @@ def test_a_failure_with_a_traceback_larger_than_the_error_ring_is_reported_cut(m
     assert (info.value.operator, info.value.exc_type) == ("HugeFailure", "ValueError")
     assert info.value.message.startswith("too much xxx")
     assert "raise ValueError" in info.value.traceback_text
+
+
+@pytest.mark.parametrize("path, must_not_import", [
+    ("sage/core/api/base_environment.py", "sage.runtime.operator"),  # the API names no operator
+    ("sage/runtime/service/service_caller.py", "sage.runtime.task.local_task"),
+])
+def test_layers_import_only_what_they_need(path, must_not_import):
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).parent.parent / path
+    package = ".".join(path.removesuffix(".py").split("/")[:-1]).split(".")
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            imported.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert must_not_import not in imported, sorted(imported)
+
+
+def test_a_router_without_edges_counts_what_ended_there():
+    from sage.runtime.router.router import Router
+
+    router = Router([])
+    for item in range(3):
+        router.emit(item)
+    assert router.emitted == router.ended_here == 3

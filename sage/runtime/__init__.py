@@ -1,7 +1,8 @@
 """The runtime: a declared pipeline planned into task instances, run as a Job.
 
 plan.py (graph -> instances and edges), job.py (a running job), task/ (the loops),
-router/ (routing, batching, end markers), service/ (request/response services).
+router/ (routing, batching, end markers), service/ (request/response services),
+thread_signals.py (its threads leave Ctrl-C and SIGTERM to the main thread).
 """
 
 from .errors import JobFailedError, RemoteServiceError

@@ -14,7 +14,12 @@ import sys
 from collections.abc import Callable
 
 from sage.core.function.base_function import BaseFunction
-from sage.core.function.lambda_function import LambdaCoMapFunction, execute_of, wrap_callable
+from sage.core.function.lambda_function import (
+    LambdaCoMapFunction,
+    execute_of,
+    is_function_class,
+    wrap_callable,
+)
 from sage.core.function.source_function import StopSignal
 
 from .router.packet import EndOfStream
@@ -31,13 +36,6 @@ def _accepts_name(cls: type) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.kind is p.VAR_KEYWORD or p.name == "name" for p in params)
-
-
-def is_function_class(kind: str, function) -> bool:
-    """A class with the kind's method is a function class; any other class (``str``,
-    ``int``) is a plain callable applied to each item."""
-    method = "map0" if kind == "comap" else "execute"
-    return isinstance(function, type) and callable(getattr(function, method, None))
 
 
 def _own_copy(kind: str, function: BaseFunction) -> BaseFunction:

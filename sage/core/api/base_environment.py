@@ -10,8 +10,7 @@ import inspect
 import itertools
 
 from sage.core.function.base_function import BaseFunction
-from sage.core.function.lambda_function import BASE_CLASS_OF_KIND
-from sage.runtime.operator import is_function_class
+from sage.core.function.lambda_function import BASE_CLASS_OF_KIND, is_function_class
 from sage.runtime.plan import Node, ServiceDecl
 
 __all__ = ["BaseEnvironment", "describe_function"]

@@ -16,7 +16,15 @@ from .map_function import MapFunction
 from .sink_function import SinkFunction
 from .source_function import SourceFunction
 
-__all__ = ["wrap_callable", "execute_of", "LambdaCoMapFunction", "BASE_CLASS_OF_KIND"]
+__all__ = ["wrap_callable", "execute_of", "is_function_class", "LambdaCoMapFunction",
+           "BASE_CLASS_OF_KIND"]
+
+
+def is_function_class(kind: str, function) -> bool:
+    """A class with the kind's method is a function class; any other class (``str``,
+    ``int``) is a plain callable applied to each item."""
+    method = "map0" if kind == "comap" else "execute"
+    return isinstance(function, type) and callable(getattr(function, method, None))
 
 
 def _callable_name(fn: Callable) -> str:

@@ -135,19 +135,19 @@ class Router:
             self.emit = self.edges[0].send  # the usual case skips a loop and a call
         elif not self.edges:
             self.emit = self._count_only
-        self._dropped = 0
+        self.ended_here = 0  # items of a terminal operator (a sink): no edge takes them on
 
     def emit(self, payload, key=None) -> None:
         for edge in self.edges:
             edge.send(payload, key)
 
     def _count_only(self, payload, key=None) -> None:
-        self._dropped += 1  # nothing downstream: the stream ends here
+        self.ended_here += 1
 
     @property
     def emitted(self) -> int:
         """Items emitted (each counts once, whatever the number of edges)."""
-        return self.edges[0].sent if self.edges else self._dropped
+        return self.edges[0].sent if self.edges else self.ended_here
 
     def flush(self) -> None:
         for edge in self.edges:

@@ -22,7 +22,7 @@ from concurrent.futures import Future, InvalidStateError
 
 from sage.utils import QueueClosed
 
-from ..task.local_task import leave_signals_to_the_main_thread
+from ..thread_signals import leave_signals_to_the_main_thread
 
 __all__ = ["ServiceCaller", "ServiceProxies", "STOP_REQUEST"]
 

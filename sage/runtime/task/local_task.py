@@ -23,22 +23,12 @@ import traceback
 from sage.utils import QueueClosed
 
 from ..errors import TaskFailure
+from ..thread_signals import leave_signals_to_the_main_thread
 
-__all__ = ["ThreadTask", "ProcessTask", "ProcessWatcher", "failure_of", "FORK",
-           "leave_signals_to_the_main_thread"]
+__all__ = ["ThreadTask", "ProcessTask", "ProcessWatcher", "failure_of", "FORK"]
 
 FORK = multiprocessing.get_context("fork")
 _PR_SET_PDEATHSIG = 1
-
-
-_DRIVER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def leave_signals_to_the_main_thread() -> None:
-    """Called first in every thread the runtime starts. The kernel gives a process's signal
-    to any thread that does not block it, and Python runs handlers only in the main thread:
-    a Ctrl-C that lands in a task thread would leave the main thread asleep in wait()."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _DRIVER_SIGNALS)
 
 
 def failure_of(operator: str, instance: int, exc: BaseException) -> TaskFailure:
