@@ -321,9 +321,9 @@ def test_a_user_in_another_pid_namespace_is_unknown_never_dead(name):
 def test_a_segment_marked_removed_whose_name_survived_is_removed_by_the_next_open(name):
     """Its last user marks a segment removed, then removes the name: one that died in
     between (or a stray write of the mark) left a name that no open may trip on forever."""
-    from segment_layout import SegmentView, field
-
     from sage_ext.sage_queue.python.sage_queue import SageQueue
+
+    from segment_layout import SegmentView, field
 
     q = SageQueue(name)
     q.put("of the old segment")
