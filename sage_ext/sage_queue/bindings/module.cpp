@@ -87,7 +87,6 @@ PYBIND11_MODULE(_native, m) {
     m.attr("TAG_BYTES") = kTagBytes;
     m.attr("TAG_BYTEARRAY") = kTagByteArray;
     m.attr("TAG_CODEC") = kTagCodec;
-    m.attr("RECORD_HEADER_BYTES") = kRecordHeader;
     m.attr("MAX_NAME_LENGTH") = kMaxNameLength;
     m.attr("LAYOUT_VERSION") = kLayoutVersion;
     m.attr("SEGMENT_DIR") = kShmDir;
@@ -139,8 +138,6 @@ PYBIND11_MODULE(_native, m) {
         std::string_view v = data;
         return py::reinterpret_steal<py::object>(codec::decode(reinterpret_cast<const uint8_t*>(v.data()), v.size()));
     }, py::arg("data"), "Decode an item codec encoding (for tests).");
-    m.def("segment_path", &ShmQueue::segment_path, py::arg("name"),
-          "The shm_open() name of queue `name`: '/' + SEGMENT_PREFIX + name (its file is under /dev/shm).");
 
     // The destructor detaches, which may wait for the lock: never with the GIL held.
     py::class_<ShmQueue>(m, "ShmQueue", py::release_gil_before_calling_cpp_dtor(),

@@ -10,9 +10,8 @@ TAG_PICKLE: int
 TAG_BYTES: int
 TAG_BYTEARRAY: int
 TAG_CODEC: int
-RECORD_HEADER_BYTES: int
-MAX_NAME_LENGTH: int
-LAYOUT_VERSION: int
+MAX_NAME_LENGTH: int  #: longest queue name (validate_name)
+LAYOUT_VERSION: int  #: the segment layout this build reads and writes
 SEGMENT_DIR: str  #: where shm_open() keeps the segment files
 SEGMENT_PREFIX: str  #: a queue's file is /dev/shm/<SEGMENT_PREFIX><name>
 DEFAULT_CAPACITY_BYTES: int  #: ring bytes of a queue created without capacity_bytes
@@ -29,7 +28,6 @@ def _set_support(empty: type[BaseException], full: type[BaseException], closed: 
 def validate_name(name: str) -> None: ...
 def _codec_encode(item: Any) -> bytes | None: ...
 def _codec_decode(data: bytes) -> Any: ...
-def segment_path(name: str) -> str: ...
 
 class ShmQueue:
     def __init__(
