@@ -476,122 +476,173 @@ def _wait_exit(pid, timeout):
     return True
 
 
+@dataclasses.dataclass
+class _Run:
+    """One run's moving parts, shared by its steps: start, kill loop, recovery wait, wind-down."""
+
+    cfg: Config
+    rng: random.Random
+    sh: _Shared
+    q: SageQueue
+    view: _LockView
+    pids: list
+    t0: float
+    kills: list = dataclasses.field(default_factory=list)
+    violations: list = dataclasses.field(default_factory=list)
+
+    def respawn(self, role):
+        self.pids[role] = _spawn(self.q, self.sh, self.cfg, role, self.rng.randrange(1 << 63))
+
+    def role_name(self, role):
+        return _role_name(self.cfg, role)
+
+
+def _start_workers(r: _Run):
+    for role in range(len(r.pids)):
+        r.respawn(role)
+    P, W = r.cfg.producers, len(r.pids)
+    deadline = time.monotonic() + 20
+    while min(r.sh.put_done[p] for p in range(P)) < 10 or any(r.sh.phase[w] == START for w in range(W)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not get going within 20 s")
+        time.sleep(0.001)
+
+
+def _kill_one(r: _Run, trial):
+    """Kills one worker (first stopped inside the lock, if this trial targets it) and starts its
+    replacement: (the Kill, its role, when, the epoch from which calls count as recovery), or
+    None if the victim left by itself first."""
+    cfg, sh, rng = r.cfg, r.sh, r.rng
+    P, W = cfg.producers, len(r.pids)
+    for role in range(W):  # a worker that left on its own hit an error
+        if _exited(r.pids[role]):
+            r.violations.append(f"{r.role_name(role)} exited by itself before trial {trial}")
+            r.respawn(role)
+    if rng.random() >= cfg.start_kill_fraction:  # mostly kill workers that are under way
+        deadline = time.monotonic() + 2
+        while any(sh.phase[w] == START for w in range(W)) and time.monotonic() < deadline:
+            time.sleep(0.0002)
+    role = rng.randrange(W)
+    pid = r.pids[role]
+    caught = False
+    targeted = rng.random() < cfg.lock_fraction
+    if targeted:
+        caught = _catch_inside_lock(pid, r.view, rng, cfg.catch_budget)
+        if caught is None:
+            r.violations.append(f"{r.role_name(role)} exited by itself in trial {trial}")
+            r.respawn(role)
+            return None
+    else:
+        _pause(rng.uniform(0, cfg.kill_gap))
+    os.kill(pid, signal.SIGKILL)
+    t_kill = time.monotonic()
+    sh.epoch[0] = epoch = trial + 1  # operations begun from now on count as recovery
+    os.waitpid(pid, 0)
+    kill = Kill(trial, r.role_name(role), PHASES[sh.phase[role]], targeted, bool(caught), 0.0, False,
+                hi=tuple(sh.put_hi[p] for p in range(P)), at=t_kill - r.t0)
+    if role < P:
+        kill.done = sh.put_done[role]
+    else:
+        c = role - P
+        kill.taking = sh.taking[c]
+        kill.lo = tuple(sh.take_lo[c * P + p] for p in range(P))
+        sh.taking[c] = 0
+    r.respawn(role)
+    return kill, role, t_kill, epoch
+
+
+def _wait_recovery(r: _Run, kill, role, t_kill, epoch):
+    """Waits for the first call begun after the kill to complete, in any worker (the victim's
+    replacement counts from its start): the kill's recovery time, or a violation."""
+    cfg, sh = r.cfg, r.sh
+    first = None
+    while first is None and time.monotonic() - t_kill < cfg.stall_limit:
+        done = [(sh.ack_time[w] - (max(t_kill, sh.started[w]) if w == role else t_kill), w)
+                for w in range(len(r.pids)) if sh.ack_epoch[w] >= epoch]
+        if done:
+            first = min(done)
+        else:
+            time.sleep(0.0002)
+    if first is None:
+        kill.recovery = cfg.stall_limit
+        r.violations.append(f"no worker made progress within {cfg.stall_limit:g} s after kill {kill.trial} "
+                            f"({kill.role} in {kill.phase})")
+    else:
+        kill.recovery = max(0.0, first[0])
+        kill.by_replacement = first[1] == role
+        kill.recovered_by = r.role_name(first[1]) + (" (the replacement)" if first[1] == role else "")
+
+
+def _kill_loop(r: _Run, log):
+    P = r.cfg.producers
+    for trial in range(r.cfg.kills):
+        killed = _kill_one(r, trial)
+        if killed is None:
+            continue
+        kill = killed[0]
+        _wait_recovery(r, *killed)
+        r.kills.append(kill)
+        if log and (trial + 1) % 100 == 0:
+            rec = sorted(k.recovery for k in r.kills[-100:])
+            log(f"  {trial + 1} kills, {time.monotonic() - r.t0:.1f} s; last 100: worst recovery "
+                f"{rec[-1] * 1e3:.1f} ms; puts returned {sum(r.sh.put_done[p] + 1 for p in range(P))}")
+
+
+def _wind_down(r: _Run):
+    """Producers finish, the queue closes, consumers drain it and leave; then join().
+    Returns (join returned, its seconds, the queue's stats)."""
+    cfg, sh, q = r.cfg, r.sh, r.q
+    P, W = cfg.producers, len(r.pids)
+    sh.stop[0] = 1
+    for role in range(P):
+        if not _wait_exit(r.pids[role], 10):
+            r.violations.append(f"{r.role_name(role)} still in {PHASES[sh.phase[role]]} 10 s after stop")
+            os.kill(r.pids[role], signal.SIGKILL)
+            os.waitpid(r.pids[role], 0)
+    q.close()
+    for role in range(P, W):
+        if not _wait_exit(r.pids[role], 20):
+            r.violations.append(f"{r.role_name(role)} still in {PHASES[sh.phase[role]]} 20 s after close()")
+            os.kill(r.pids[role], signal.SIGKILL)
+            os.waitpid(r.pids[role], 0)
+    r.pids[:] = [0] * W
+    left = _drain(q, sh, cfg)
+    if left:
+        r.violations.append(f"{left} items left in the queue after the consumers drained it and left")
+    t_join = time.monotonic()
+    join_returned = q.join(timeout=cfg.join_timeout)
+    join_seconds = time.monotonic() - t_join
+    st = q.stats()
+    stats = {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
+    if not join_returned:
+        r.violations.append(f"join() timed out after {cfg.join_timeout:g} s with {st.unfinished_tasks} "
+                            f"unfinished tasks (written off: {st.written_off_tasks})")
+    return join_returned, join_seconds, stats
+
+
 def run(cfg: Config, log=None) -> Result:
     """One run; log(str) gets progress lines. Never raises for a queue failure: see .violations."""
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 32)
-    rng = random.Random(seed)
     name = cfg.name or f"crash-{os.getpid()}-{uuid.uuid4().hex[:10]}"
-    P, C = cfg.producers, cfg.consumers
-    W = P + C
-    if P < 1 or C < 1:
+    if cfg.producers < 1 or cfg.consumers < 1:
         raise ValueError("a run needs at least one producer and one consumer")
     sh = _Shared(cfg)
     q = SageQueue(name, maxsize=cfg.maxsize, capacity_bytes=cfg.capacity_bytes)
-    view = _LockView(q)
-    pids = [0] * W
-    kills, violations = [], []
-    t0 = time.monotonic()
+    r = _Run(cfg, random.Random(seed), sh, q, _LockView(q), [0] * (cfg.producers + cfg.consumers), time.monotonic())
     join_returned, join_seconds, stats = None, 0.0, {}
     try:
-        for role in range(W):
-            pids[role] = _spawn(q, sh, cfg, role, rng.randrange(1 << 63))
-        deadline = time.monotonic() + 20
-        while min(sh.put_done[p] for p in range(P)) < 10 or any(sh.phase[r] == START for r in range(W)):
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not get going within 20 s")
-            time.sleep(0.001)
-
-        for trial in range(cfg.kills):
-            for role in range(W):  # a worker that left on its own hit an error
-                if _exited(pids[role]):
-                    violations.append(f"{_role_name(cfg, role)} exited by itself before trial {trial}")
-                    pids[role] = _spawn(q, sh, cfg, role, rng.randrange(1 << 63))
-            if rng.random() >= cfg.start_kill_fraction:  # mostly kill workers that are under way
-                deadline = time.monotonic() + 2
-                while any(sh.phase[r] == START for r in range(W)) and time.monotonic() < deadline:
-                    time.sleep(0.0002)
-            role = rng.randrange(W)
-            pid = pids[role]
-            caught = False
-            targeted = rng.random() < cfg.lock_fraction
-            if targeted:
-                caught = _catch_inside_lock(pid, view, rng, cfg.catch_budget)
-                if caught is None:
-                    violations.append(f"{_role_name(cfg, role)} exited by itself in trial {trial}")
-                    pids[role] = _spawn(q, sh, cfg, role, rng.randrange(1 << 63))
-                    continue
-            else:
-                _pause(rng.uniform(0, cfg.kill_gap))
-            os.kill(pid, signal.SIGKILL)
-            t_kill = time.monotonic()
-            sh.epoch[0] = epoch = trial + 1  # operations begun from now on count as recovery
-            os.waitpid(pid, 0)
-            kill = Kill(trial, _role_name(cfg, role), PHASES[sh.phase[role]], targeted, bool(caught), 0.0, False,
-                        hi=tuple(sh.put_hi[p] for p in range(P)), at=t_kill - t0)
-            if role < P:
-                kill.done = sh.put_done[role]
-            else:
-                c = role - P
-                kill.taking = sh.taking[c]
-                kill.lo = tuple(sh.take_lo[c * P + p] for p in range(P))
-                sh.taking[c] = 0
-            pids[role] = _spawn(q, sh, cfg, role, rng.randrange(1 << 63))
-            first = None
-            while first is None and time.monotonic() - t_kill < cfg.stall_limit:
-                done = [(sh.ack_time[w] - (max(t_kill, sh.started[w]) if w == role else t_kill), w)
-                        for w in range(W) if sh.ack_epoch[w] >= epoch]
-                if done:
-                    first = min(done)
-                else:
-                    time.sleep(0.0002)
-            if first is None:
-                kill.recovery = cfg.stall_limit
-                violations.append(f"no worker made progress within {cfg.stall_limit:g} s after kill {trial} "
-                                  f"({kill.role} in {kill.phase})")
-            else:
-                kill.recovery = max(0.0, first[0])
-                kill.by_replacement = first[1] == role
-                kill.recovered_by = _role_name(cfg, first[1]) + (" (the replacement)" if first[1] == role else "")
-            kills.append(kill)
-            if log and (trial + 1) % 100 == 0:
-                rec = sorted(k.recovery for k in kills[-100:])
-                log(f"  {trial + 1} kills, {time.monotonic() - t0:.1f} s; last 100: worst recovery "
-                    f"{rec[-1] * 1e3:.1f} ms; puts returned {sum(sh.put_done[p] + 1 for p in range(P))}")
-
-        # Wind down: producers finish, the queue closes, consumers drain it and leave.
-        sh.stop[0] = 1
-        for role in range(P):
-            if not _wait_exit(pids[role], 10):
-                violations.append(f"{_role_name(cfg, role)} still in {PHASES[sh.phase[role]]} 10 s after stop")
-                os.kill(pids[role], signal.SIGKILL)
-                os.waitpid(pids[role], 0)
-        q.close()
-        for role in range(P, W):
-            if not _wait_exit(pids[role], 20):
-                violations.append(f"{_role_name(cfg, role)} still in {PHASES[sh.phase[role]]} 20 s after close()")
-                os.kill(pids[role], signal.SIGKILL)
-                os.waitpid(pids[role], 0)
-        pids = [0] * W
-        left = _drain(q, sh, cfg)
-        if left:
-            violations.append(f"{left} items left in the queue after the consumers drained it and left")
-        t_join = time.monotonic()
-        join_returned = q.join(timeout=cfg.join_timeout)
-        join_seconds = time.monotonic() - t_join
-        st = q.stats()
-        stats = {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
-        if not join_returned:
-            violations.append(f"join() timed out after {cfg.join_timeout:g} s with {st.unfinished_tasks} "
-                              f"unfinished tasks (written off: {st.written_off_tasks})")
+        _start_workers(r)
+        _kill_loop(r, log)
+        join_returned, join_seconds, stats = _wind_down(r)
     finally:
-        for pid in pids:
+        for pid in r.pids:
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                 except (ProcessLookupError, ChildProcessError):
                     pass
-        view.close()
+        r.view.close()
         if q.attached:
             q.destroy()
         try:
@@ -599,8 +650,8 @@ def run(cfg: Config, log=None) -> Result:
         except FileNotFoundError:
             pass
 
-    return _analyse(cfg, sh, seed, name, time.monotonic() - t0, kills, stats, join_returned, join_seconds,
-                    violations)
+    return _analyse(cfg, sh, seed, name, time.monotonic() - r.t0, r.kills, stats, join_returned, join_seconds,
+                    r.violations)
 
 
 def _drain(q, sh, cfg):
