@@ -6,15 +6,13 @@ what a child reported is exactly what it had finished when it died.
 """
 
 import os
-import pickle
 import queue
 import struct
 import time
-import zlib
 
-# -- checksummed, sequence-numbered items ---------------------------------------------
+from support import items
 
-_HEAD = struct.Struct("<QII")  # seq, crc32(payload), len(payload)
+# -- checksummed, sequence-numbered items (tests/support/items.py), all of producer 0 -----
 
 
 def item_size(seq, large):
@@ -25,34 +23,12 @@ def item_size(seq, large):
 
 def make_item(seq, large=64 * 1024):
     """Three encodings, so raw, pickled and out-of-band records all get killed mid-copy."""
-    payload = os.urandom(item_size(seq, large))
-    crc = zlib.crc32(payload)
-    kind = seq % 3
-    if kind == 0:
-        return _HEAD.pack(seq, crc, len(payload)) + payload  # raw bytes record
-    if kind == 1:
-        return ("t", seq, crc, payload)  # one pickle stream
-    return ("b", seq, crc, pickle.PickleBuffer(bytearray(payload)))  # pickle + out-of-band part
+    return items.make_item(0, seq, os.urandom(item_size(seq, large)), items.ENCODINGS[seq % 3])
 
 
 def check_item(obj):
     """Return the item's sequence number; raise ValueError if it is garbled."""
-    if type(obj) is bytes:
-        if len(obj) < _HEAD.size:
-            raise ValueError(f"short raw item ({len(obj)} bytes)")
-        seq, crc, size = _HEAD.unpack_from(obj)
-        payload = memoryview(obj)[_HEAD.size:]
-        if len(payload) != size:
-            raise ValueError(f"item {seq}: {len(payload)} payload bytes, header says {size}")
-    elif type(obj) is tuple and len(obj) == 4 and obj[0] in ("t", "b"):
-        _, seq, crc, payload = obj
-        if obj[0] == "b" and type(payload) is not bytearray:
-            raise ValueError(f"item {seq}: out-of-band part came back as {type(payload).__name__}")
-    else:
-        raise ValueError(f"not a test item: {type(obj).__name__} {obj!r:.80}")
-    if zlib.crc32(payload) != crc:
-        raise ValueError(f"item {seq}: checksum mismatch")
-    return seq
+    return items.check_item(obj)[1]
 
 
 # -- workers (run in forked children) ----------------------------------------------------

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import mmap
 import os
-import pickle
 import queue
 import random
 import re
@@ -47,11 +46,13 @@ import struct
 import sys
 import time
 import uuid
-import zlib
 from multiprocessing.sharedctypes import RawArray
 
-if __name__ == "__main__":  # run as a script from anywhere: the repo root holds sage_ext
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+if __name__ == "__main__":  # run as a script from anywhere: the repo root holds sage_ext, tests/ support
+    _tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[:0] = [os.path.dirname(_tests), _tests]
+
+from support import items
 
 from sage_ext.sage_queue.python import _native
 from sage_ext.sage_queue.python.sage_queue import (
@@ -189,48 +190,23 @@ class Result:
         return d
 
 
-# -- items: (producer, seq, crc32) in three encodings -------------------------------------------
+# -- items: (producer, seq, crc32) in three encodings (tests/support/items.py) ----------------
 
 _BLOCK = os.urandom((1 << 20) + 1)  # payloads are slices at random offsets: stale bytes never match
-_ID = struct.Struct("<HQ")
-_RAW = struct.Struct("<HQII")  # producer, seq, crc32(id + payload), payload length
-
-
-def _crc(p, s, payload):
-    return zlib.crc32(payload, zlib.crc32(_ID.pack(p, s)))
 
 
 def make_item(p, s, size, rng):
     """Raw bytes, an in-band pickle or a pickle with an out-of-band part, at random."""
     start = rng.randrange(len(_BLOCK) - size)
-    payload = _BLOCK[start:start + size]
-    crc = _crc(p, s, payload)
-    kind = rng.randrange(3)
-    if kind == 0:
-        return _RAW.pack(p, s, crc, size) + payload
-    if kind == 1:
-        return ("t", p, s, crc, payload)
-    return ("b", p, s, crc, pickle.PickleBuffer(bytearray(payload)))
+    return items.make_item(p, s, _BLOCK[start:start + size], items.ENCODINGS[rng.randrange(3)])
 
 
 def check_item(obj):
     """(producer, seq) of an intact item, None if it is garbled."""
-    if type(obj) is bytes:
-        if len(obj) < _RAW.size:
-            return None
-        p, s, crc, size = _RAW.unpack_from(obj)
-        payload = memoryview(obj)[_RAW.size:]
-        if len(payload) != size:
-            return None
-    elif type(obj) is tuple and len(obj) == 5 and obj[0] in ("t", "b"):
-        _, p, s, crc, payload = obj
-        if type(p) is not int or type(s) is not int or not 0 <= p < 65536 or s < 0:
-            return None
-        if type(payload) is not (bytes if obj[0] == "t" else bytearray):
-            return None
-    else:
+    try:
+        return items.check_item(obj)
+    except ValueError:
         return None
-    return (p, s) if _crc(p, s, payload) == crc else None
 
 
 def _item_size(rng, cfg):

@@ -1,7 +1,7 @@
 """MPMC stress: 4 producer and 4 consumer processes move 1,000,000 checksummed items through
 one small ring (it wraps and fills all the time). Half the producers use put_many, half put;
 half the consumers get_many, half get. Every item carries its producer, its sequence number
-and a CRC-32 over both and its payload. At the end the multiset received must equal the
+and a CRC-32 over both and its payload (tests/support/items.py, raw bytes). At the end the multiset received must equal the
 multiset sent, and each consumer must have seen each producer's items in sequence order.
 """
 
@@ -9,13 +9,12 @@ import itertools
 import multiprocessing as mp
 import os
 import random
-import struct
 import time
 import uuid
-import zlib
 from array import array
 
 import pytest
+from support import items
 
 from conftest import requires_native, segment_file
 
@@ -24,16 +23,13 @@ pytestmark = [requires_native, pytest.mark.slow, pytest.mark.timeout(300)]
 fork = mp.get_context("fork")
 
 PRODUCERS, CONSUMERS, PER_PRODUCER = 4, 4, 250_000
-HEADER = struct.Struct("<IIIB")  # producer, sequence, crc32(producer, sequence, payload), payload length
 SEQ_BITS = 20  # a received item is recorded as producer << SEQ_BITS | sequence in an array('I')
 assert PER_PRODUCER < 1 << SEQ_BITS
 PAYLOADS = [random.Random(i).randbytes(i % 49) for i in range(997)]
 
 
 def encode(producer, seq):
-    payload = PAYLOADS[(seq * 31 + producer) % len(PAYLOADS)]
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<II", producer, seq)))
-    return HEADER.pack(producer, seq, crc, len(payload)) + payload
+    return items.make_item(producer, seq, PAYLOADS[(seq * 31 + producer) % len(PAYLOADS)])  # raw bytes
 
 
 def produce(q, producer, batched, start):
@@ -56,12 +52,13 @@ def consume(q, batched, out):
     got, bad = array("I"), []
     try:
         while True:
-            items = q.get_many(64, timeout=60) if batched else [q.get(timeout=60)]
-            for item in items:
-                producer, seq, crc, length = HEADER.unpack_from(item)
-                payload = item[HEADER.size:]
-                if len(payload) != length or zlib.crc32(payload, zlib.crc32(item[:8])) != crc:
+            got_now = q.get_many(64, timeout=60) if batched else [q.get(timeout=60)]
+            for item in got_now:
+                try:
+                    producer, seq = items.check_item(item)
+                except ValueError:
                     bad.append(item[:80])
+                    producer, seq = items.RAW_HEADER.unpack_from(item)[:2]
                 got.append(producer << SEQ_BITS | seq)
     except QueueClosed:
         pass
