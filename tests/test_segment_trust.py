@@ -264,7 +264,7 @@ def test_a_dead_consumers_slot_is_written_off_even_when_its_pid_was_reused(name)
         from sage_ext.sage_queue.python.sage_queue import SageQueue
         q = SageQueue.open({name!r})
         q.get(timeout=5)
-        print(json.dumps(dict(pid=os.getpid())))
+        print(json.dumps(dict(pid=os.getpid())), flush=True)  # os._exit flushes nothing
         os._exit(0)
     """
     dead = run_child(script)["pid"]
