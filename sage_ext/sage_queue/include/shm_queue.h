@@ -10,9 +10,12 @@
 // rolled back by the next locker (EOWNERDEAD). Records reserved by a dead producer
 // are skipped; records claimed by a dead consumer are reclaimed. Waiting is a
 // short spin, then a futex wait on a sequence counter, timed on CLOCK_MONOTONIC.
+//
+// Where each part lives (src/): the shared layout (segment_layout.h) and attach
+// (segment.h), the segment's users (segment_users.h), the lock and its journal
+// (robust_lock.h), waiting (futex_word.h), the ring (ring.h); shm_queue.cpp composes them.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
