@@ -241,8 +241,17 @@ def test_a_teardown_cut_short_is_finished_by_the_next_close(mode):
     job.close()  # ends what the first teardown left: no_leftovers checks
 
 
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt in the test even when pytest runs in the background of
+    a shell (which starts it with SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_teardown_acts_after_it_with_nothing_left(mode, sig):
+def test_a_signal_during_teardown_acts_after_it_with_nothing_left(mode, sig, sigint_raises):
     job = _endless_job(mode, "signal-in-teardown")
     _before_first_join(job, lambda: os.kill(os.getpid(), sig))
     raised = KeyboardInterrupt if sig == signal.SIGINT else SystemExit
