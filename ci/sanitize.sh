@@ -47,7 +47,7 @@ for lib in "$asan" "$ubsan"; do
 done
 
 tests=(tests/test_sage_queue.py tests/test_item_codec.py tests/test_sage_queue_faults.py tests/reliability/test_crash_harness.py
-       tests/reliability/test_hostile_fuzz.py)
+       tests/reliability/test_hostile_fuzz.py tests/test_segment_trust.py tests/test_segment_corruption.py)
 [ -f "$work/src/tests/reliability/test_model_fuzz.py" ] && tests+=(tests/reliability/test_model_fuzz.py)
 
 echo "== ${tests[*]}"

@@ -84,6 +84,7 @@ OPEN_AND_GET = """
 """
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file of another user needs root (chown)")
 @pytest.mark.parametrize("mode", [0o666, 0o600, 0o644])
 def test_a_segment_planted_by_another_user_is_refused_and_its_pickle_never_runs(name, tmp_path, mode):
     marker = tmp_path / "planted-code-ran"
