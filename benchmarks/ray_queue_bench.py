@@ -41,7 +41,7 @@ import time
 import uuid
 from pathlib import Path
 
-# Ray binds the machine's network address unless told otherwise (MACHINE-NOTES):
+# Ray binds the machine's network address unless told otherwise:
 # this has to be in the environment before ray is imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

@@ -10,7 +10,7 @@
 # and pip inside containers reach the package registries the way the host does.
 # Needs root (debootstrap) and a running Docker engine. Logs go to stderr.
 set -euo pipefail
-export DOCKER_BUILDKIT=0  # the legacy builder: what this engine has (MACHINE-NOTES)
+export DOCKER_BUILDKIT=0  # the legacy builder: the only one Debian's engine has here
 
 TAG=${1:-sage-ci/python:3.11-bookworm}
 SUITE=bookworm

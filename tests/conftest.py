@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-# Ray must stay on loopback in tests (MACHINE-NOTES); set before anything imports ray.
+# Ray must stay on loopback in tests (127.0.0.1); set before anything imports ray.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 

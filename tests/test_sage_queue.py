@@ -1,4 +1,4 @@
-"""The SageQueue contract (DESIGN.md section 5): the queue.Queue surface across processes,
+"""The SageQueue contract (README: "Using the queues"): the queue.Queue surface across processes,
 batches, close/destroy, pickling as a reference, and bad input that leaves the queue unchanged."""
 
 import json
