@@ -1,9 +1,7 @@
 """The SAGE queue layer: one queue interface over sage_queue, ray_queue and python_queue."""
 
-from sage_ext.sage_queue.python.errors import QueueClosed
-
+from .errors import BackendUnavailableError, QueueClosed
 from .queue_adapter import (
-    BackendUnavailableError,
     create_queue,
     get_queue_backend_info,
     get_queue_backends,
@@ -12,11 +10,14 @@ from .queue_adapter import (
     is_sage_queue_available,
 )
 from .queue_config import QueueConfig, load_config
+from .queue_contract import BackendStats, QueueProtocol
 
 __all__ = [
+    "BackendStats",
     "BackendUnavailableError",
     "QueueClosed",
     "QueueConfig",
+    "QueueProtocol",
     "create_queue",
     "get_queue_backend_info",
     "get_queue_backends",

@@ -8,40 +8,29 @@ copy in another process would silently be a different queue.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import time
 import weakref
 
-from sage_ext.sage_queue.python.errors import QueueClosed
+from .errors import QueueClosed
+from .queue_contract import (
+    UNSET,
+    BackendStats,
+    check_batch,
+    check_default_timeout,
+    check_max_items,
+    check_maxsize,
+    check_timeout,
+    effective_timeout,
+)
 
 __all__ = ["PythonQueue", "BackendStats", "QueueClosed"]
 
 
-@dataclasses.dataclass(frozen=True)
-class BackendStats:
-    """Counters of a python_queue or ray_queue (the fields sage_queue's QueueStats shares)."""
-
-    name: str
-    backend: str
-    items: int  #: items put and not yet taken
-    maxsize: int  #: item limit, 0 for none
-    closed: bool
-    puts: int  #: items ever put
-    gets: int  #: items ever taken
-    unfinished_tasks: int  #: puts not yet matched by task_done
-
-
-def _deadline(block: bool, timeout: float | None) -> float | None:
-    """None = wait forever, else the monotonic time to give up (now, for block=False)."""
-    if not block:
-        return time.monotonic()
-    if timeout is None:
-        return None
-    if timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return time.monotonic() + timeout
+def _deadline(seconds: float | None) -> float | None:
+    """None = wait forever, else the monotonic time to give up."""
+    return None if seconds is None else time.monotonic() + seconds
 
 
 class PythonQueue(queue.Queue):
@@ -53,10 +42,12 @@ class PythonQueue(queue.Queue):
     backend = "python_queue"
 
     @classmethod
-    def named(cls, name: str | None, maxsize: int = 0) -> PythonQueue:
-        """The queue of that name in this process, created on first use."""
+    def named(cls, name: str | None, maxsize: int = 0, *, put_timeout: float | None = None,
+              get_timeout: float | None = None) -> PythonQueue:
+        """The queue of that name in this process, created on first use (one object, so
+        its sizes and default timeouts are those it was created with)."""
         if name is None:
-            return cls(maxsize=maxsize)
+            return cls(maxsize=maxsize, put_timeout=put_timeout, get_timeout=get_timeout)
         with cls._by_name_lock:
             existing = cls._by_name.get(name)
             if existing is not None:
@@ -64,16 +55,23 @@ class PythonQueue(queue.Queue):
                     raise ValueError(
                         f"python_queue {name!r} exists with maxsize={existing.maxsize}, not {maxsize}"
                     )
+                if (put_timeout, get_timeout) != (existing.put_timeout, existing.get_timeout):
+                    raise ValueError(
+                        f"python_queue {name!r} exists with put_timeout={existing.put_timeout}, "
+                        f"get_timeout={existing.get_timeout}, not {put_timeout}, {get_timeout}")
                 return existing
-            made = cls(maxsize=maxsize, name=name)
+            made = cls(maxsize=maxsize, name=name, put_timeout=put_timeout,
+                       get_timeout=get_timeout)
             cls._by_name[name] = made
             return made
 
-    def __init__(self, maxsize: int = 0, name: str | None = None):
-        if maxsize < 0:
-            raise ValueError(f"maxsize must be >= 0, got {maxsize}")
-        super().__init__(maxsize)
+    def __init__(self, maxsize: int = 0, name: str | None = None, *,
+                 put_timeout: float | None = None, get_timeout: float | None = None):
+        super().__init__(check_maxsize(maxsize))
         self.name = name or f"python-{id(self):x}"
+        #: what put / get wait when the caller passes no timeout (None: without limit)
+        self.put_timeout = check_default_timeout(put_timeout, "put_timeout")
+        self.get_timeout = check_default_timeout(get_timeout, "get_timeout")
         self._closed = False
         self._puts = 0
         self._gets = 0
@@ -92,10 +90,10 @@ class PythonQueue(queue.Queue):
                 raise error
             condition.wait(remaining)
 
-    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item, block: bool = True, timeout: float | None = UNSET) -> None:
         self.put_many((item,), block, timeout)
 
-    def get(self, block: bool = True, timeout: float | None = None):
+    def get(self, block: bool = True, timeout: float | None = UNSET):
         return self.get_many(1, block, timeout)[0]
 
     def put_nowait(self, item) -> None:
@@ -104,12 +102,11 @@ class PythonQueue(queue.Queue):
     def get_nowait(self):
         return self.get_many(1, False)[0]
 
-    def put_many(self, items, block: bool = True, timeout: float | None = None) -> None:
+    def put_many(self, items, block: bool = True, timeout: float | None = UNSET) -> None:
         """Put all items under one lock: all of them or none (queue.Full)."""
         items = list(items)
-        deadline = _deadline(block, timeout)
-        if self.maxsize and len(items) > self.maxsize:
-            raise ValueError(f"batch of {len(items)} items exceeds maxsize={self.maxsize}")
+        deadline = _deadline(effective_timeout(block, timeout, self.put_timeout))
+        check_batch(len(items), self.maxsize, self.name)
         with self.not_full:
             if self._closed:
                 raise QueueClosed("queue is closed")
@@ -122,11 +119,11 @@ class PythonQueue(queue.Queue):
             self._puts += len(items)
             self.not_empty.notify(len(items))
 
-    def get_many(self, max_items: int = 64, block: bool = True, timeout: float | None = None) -> list:
+    def get_many(self, max_items: int = 64, block: bool = True,
+                 timeout: float | None = UNSET) -> list:
         """Take 1..max_items items, waiting as get() does for the first."""
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        deadline = _deadline(block, timeout)
+        deadline = _deadline(effective_timeout(block, timeout, self.get_timeout))
+        check_max_items(max_items)
         with self.not_empty:
             self._wait(self.not_empty, self._qsize, deadline, queue.Empty())
             count = min(max_items, self._qsize())
@@ -137,7 +134,7 @@ class PythonQueue(queue.Queue):
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until every item is task_done'd; False if ``timeout`` expired."""
-        deadline = _deadline(True, timeout)
+        deadline = _deadline(check_timeout(timeout))
         with self.all_tasks_done:
             while self.unfinished_tasks:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -174,3 +171,4 @@ class PythonQueue(queue.Queue):
 
     def __repr__(self) -> str:
         return f"PythonQueue(name={self.name!r}, maxsize={self.maxsize})"
+

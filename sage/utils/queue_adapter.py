@@ -14,7 +14,10 @@ import importlib
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable
 
+from . import install_hint
+from .errors import BackendUnavailableError
 from .queue_config import (
     BACKEND_NAMES,
     LEGACY_BACKEND_NAMES,
@@ -35,34 +38,34 @@ __all__ = [
 ]
 
 
-class BackendUnavailableError(RuntimeError):
-    """A queue backend was asked for by name but is not installed here."""
-
-
 @dataclasses.dataclass(frozen=True)
 class BackendSpec:
     name: str
     summary: str
-    install_hint: str
+    hint: Callable[[], str]  #: how to install it, for the way this package was installed
     capabilities: dict
+
+    @property
+    def install_hint(self) -> str:
+        return self.hint()
 
 
 BACKENDS = {
     "sage_queue": BackendSpec(
         "sage_queue", "native shared-memory queue: processes on one machine",
-        "run `python install.py --full` (builds the native extension with CMake)",
+        install_hint.native_build_hint,
         dict(cross_process=True, cross_machine=False, picklable=True, batch=True,
              task_done=True, persistent=True),
     ),
     "ray_queue": BackendSpec(
         "ray_queue", "queue on a Ray actor: tasks on several machines",
-        "run `python install.py --minimal` (or `pip install 'sage-queue[ray]'`)",
+        install_hint.ray_hint,
         dict(cross_process=True, cross_machine=True, picklable=True, batch=True,
              task_done=True, persistent=False),
     ),
     "python_queue": BackendSpec(
         "python_queue", "the standard library's queue.Queue: threads in one process",
-        "always available",
+        lambda: "always available",
         dict(cross_process=False, cross_machine=False, picklable=False, batch=True,
              task_done=True, persistent=False),
     ),
@@ -139,14 +142,20 @@ def _resolve(backend: str | None, config: QueueConfig) -> tuple[str, str]:
     return get_recommended_queue_backend()
 
 
+_CONFIGURED: object = object()  # an argument of create_queue left to the configuration
+
+
 def create_queue(backend: str | None = None, *, name: str | None = None,
                  maxsize: int | None = None, fallback: str | None = None,
-                 config: QueueConfig | None = None, **options):
+                 config: QueueConfig | None = None, put_timeout: float | None = _CONFIGURED,
+                 get_timeout: float | None = _CONFIGURED, **options):
     """A queue of the chosen backend. ``name`` reaches the same queue on every call.
 
-    options: ``capacity_bytes`` and ``persistent`` (sage_queue), ``namespace`` and
-    ``address`` (ray_queue). ``fallback``: a backend to use, with a warning, when the
-    chosen one is not installed.
+    ``maxsize``, ``put_timeout`` and ``get_timeout`` default to the configuration's; the
+    timeouts are what the queue's put/put_many and get/get_many wait when their caller
+    passes no timeout (None: without limit). options: ``capacity_bytes`` and
+    ``persistent`` (sage_queue), ``namespace`` and ``address`` (ray_queue). ``fallback``:
+    a backend to use, with a warning, when the chosen one is not installed.
     """
     config = config or load_config()
     chosen, _ = _resolve(backend, config)
@@ -168,7 +177,11 @@ def create_queue(backend: str | None = None, *, name: str | None = None,
                       stacklevel=2)
         chosen = fallback_name
     maxsize = config.maxsize if maxsize is None else maxsize
-    return _FACTORIES[chosen](name, maxsize, config, options)
+    timeouts = dict(
+        put_timeout=config.put_timeout if put_timeout is _CONFIGURED else put_timeout,
+        get_timeout=config.get_timeout if get_timeout is _CONFIGURED else get_timeout,
+    )
+    return _FACTORIES[chosen](name, maxsize, config, options, timeouts)
 
 
 def _check_options(backend: str, options: dict, allowed: set) -> None:
@@ -179,28 +192,28 @@ def _check_options(backend: str, options: dict, allowed: set) -> None:
         )
 
 
-def _make_sage(name, maxsize, config, options):
+def _make_sage(name, maxsize, config, options, timeouts):
     _check_options("sage_queue", options, {"capacity_bytes", "persistent"})
     from sage_ext.sage_queue.python.sage_queue import SageQueue
 
     return SageQueue(name, maxsize=maxsize,
                      capacity_bytes=options.get("capacity_bytes", config.capacity_bytes),
-                     persistent=options.get("persistent", False))
+                     persistent=options.get("persistent", False), **timeouts)
 
 
-def _make_ray(name, maxsize, config, options):
+def _make_ray(name, maxsize, config, options, timeouts):
     _check_options("ray_queue", options, {"namespace", "address"})
     from .ray_queue import RayQueue
 
     return RayQueue(name, maxsize, namespace=options.get("namespace", config.ray_namespace),
-                    address=options.get("address", config.ray_address))
+                    address=options.get("address", config.ray_address), **timeouts)
 
 
-def _make_python(name, maxsize, config, options):
+def _make_python(name, maxsize, config, options, timeouts):
     _check_options("python_queue", options, set())
     from .python_queue import PythonQueue
 
-    return PythonQueue.named(name, maxsize)
+    return PythonQueue.named(name, maxsize, **timeouts)
 
 
 _FACTORIES = {"sage_queue": _make_sage, "ray_queue": _make_ray, "python_queue": _make_python}

@@ -55,11 +55,14 @@ def normalize_backend_name(name: str, *, source: str = "backend") -> str:
 
 
 def _non_negative_int(value, source: str) -> int:
+    # int() would truncate a TOML float (4.7 -> 4) and take a bool: neither is a count.
+    if isinstance(value, (bool, float)):
+        raise ValueError(f"{source}: expected a whole number >= 0, got {value!r}")
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{source}: expected a whole number >= 0, got {value!r}") from None
-    if number < 0 or isinstance(value, bool):
+    if number < 0:
         raise ValueError(f"{source}: expected a whole number >= 0, got {value!r}")
     return number
 
@@ -74,6 +77,8 @@ def _positive_int(value, source: str) -> int:
 def _timeout(value, source: str) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
         return None
+    if isinstance(value, bool):  # float(True) is 1.0: a TOML `true` is not a duration
+        raise ValueError(f"{source}: expected seconds >= 0 or 'none', got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):

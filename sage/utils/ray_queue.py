@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import queue
 import uuid
 
 import ray
 
-from sage_ext.sage_queue.python.errors import QueueClosed
-
-from .python_queue import BackendStats
+from .errors import QueueClosed
+from .queue_contract import (
+    UNSET,
+    BackendStats,
+    check_batch,
+    check_default_timeout,
+    check_max_items,
+    check_maxsize,
+    check_timeout,
+    effective_timeout,
+)
 
 __all__ = ["RayQueue", "ensure_ray", "ACTOR_NAME_PREFIX"]
 
@@ -25,16 +34,24 @@ ACTOR_NAME_PREFIX = "sage-queue:"
 _OK, _TIMEOUT, _CLOSED = 0, 1, 2
 
 
+# Ray's start-up lines ("Started a local Ray instance", ...) are INFO: below this level
+# they stay out of the caller's terminal; `sage --verbose` lowers it.
+RAY_LOGGING_LEVEL = logging.WARNING
+
+
 def ensure_ray(address: str | None = None, namespace: str = "sage") -> None:
     """Join ``address``, or start a local Ray on loopback, unless Ray is already up."""
     if ray.is_initialized():
         return
-    options = dict(namespace=namespace, include_dashboard=False, log_to_driver=False)
+    options = dict(namespace=namespace, include_dashboard=False, log_to_driver=False,
+                   logging_level=RAY_LOGGING_LEVEL)
     if address:
         ray.init(address=address, **options)
     else:
-        # Keep a local cluster on 127.0.0.1: never bind the machine's network address.
-        ray.init(_node_ip_address="127.0.0.1", **options)
+        # "local": a cluster of our own, never one another process left running (Ray's
+        # default without an address joins the last cluster started on this machine).
+        # On 127.0.0.1: never bind the machine's network address.
+        ray.init(address="local", _node_ip_address="127.0.0.1", **options)
 
 
 @ray.remote(num_cpus=0, max_concurrency=10_000)
@@ -124,23 +141,18 @@ class _QueueActor:
                     puts=self.puts, gets=self.gets, unfinished_tasks=self.unfinished)
 
 
-def _timeout(block: bool, timeout: float | None) -> float | None:
-    if not block:
-        return 0.0
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return timeout
-
-
 class RayQueue:
     """The SAGE queue surface over a named Ray actor."""
 
     backend = "ray_queue"
 
     def __init__(self, name: str | None = None, maxsize: int = 0, *,
-                 namespace: str = "sage", address: str | None = None, _actor=None):
-        if maxsize < 0:
-            raise ValueError(f"maxsize must be >= 0, got {maxsize}")
+                 namespace: str = "sage", address: str | None = None,
+                 put_timeout: float | None = None, get_timeout: float | None = None, _actor=None):
+        check_maxsize(maxsize)
+        #: what put / get wait when the caller passes no timeout (None: without limit)
+        self.put_timeout = check_default_timeout(put_timeout, "put_timeout")
+        self.get_timeout = check_default_timeout(get_timeout, "get_timeout")
         self.name = name or f"ray-{uuid.uuid4().hex[:12]}"
         self.namespace = namespace
         if _actor is None:
@@ -157,11 +169,11 @@ class RayQueue:
 
     # -- queue.Queue surface -------------------------------------------------
 
-    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
-        self._put([item], _timeout(block, timeout))
+    def put(self, item, block: bool = True, timeout: float | None = UNSET) -> None:
+        self._put([item], effective_timeout(block, timeout, self.put_timeout))
 
-    def get(self, block: bool = True, timeout: float | None = None):
-        return self._get(1, _timeout(block, timeout))[0]
+    def get(self, block: bool = True, timeout: float | None = UNSET):
+        return self._get(1, effective_timeout(block, timeout, self.get_timeout))[0]
 
     def put_nowait(self, item) -> None:
         self._put([item], 0.0)
@@ -169,18 +181,18 @@ class RayQueue:
     def get_nowait(self):
         return self._get(1, 0.0)[0]
 
-    def put_many(self, items, block: bool = True, timeout: float | None = None) -> None:
+    def put_many(self, items, block: bool = True, timeout: float | None = UNSET) -> None:
         """Put all items in one actor call: all of them or none (queue.Full)."""
         items = list(items)
-        if self.maxsize and len(items) > self.maxsize:
-            raise ValueError(f"batch of {len(items)} items exceeds maxsize={self.maxsize}")
-        self._put(items, _timeout(block, timeout))
+        seconds = effective_timeout(block, timeout, self.put_timeout)
+        check_batch(len(items), self.maxsize, self.name)
+        self._put(items, seconds)
 
-    def get_many(self, max_items: int = 64, block: bool = True, timeout: float | None = None) -> list:
+    def get_many(self, max_items: int = 64, block: bool = True,
+                 timeout: float | None = UNSET) -> list:
         """Take 1..max_items items in one actor call, waiting as get() does for the first."""
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        return self._get(max_items, _timeout(block, timeout))
+        seconds = effective_timeout(block, timeout, self.get_timeout)
+        return self._get(check_max_items(max_items), seconds)
 
     def qsize(self) -> int:
         return self._state()["items"]
@@ -196,7 +208,7 @@ class RayQueue:
             raise ValueError("task_done() called too many times")
 
     def join(self, timeout: float | None = None) -> bool:
-        return ray.get(self._actor.join.remote(_timeout(True, timeout)))
+        return ray.get(self._actor.join.remote(check_timeout(timeout)))
 
     def close(self) -> None:
         ray.get(self._actor.close.remote())
@@ -234,11 +246,13 @@ class RayQueue:
         return items
 
     def __reduce__(self):
-        return (_rebuild, (self.name, self.maxsize, self.namespace, self._actor))
+        return (_rebuild, (self.name, self.maxsize, self.namespace, self._actor,
+                           self.put_timeout, self.get_timeout))
 
     def __repr__(self) -> str:
         return f"RayQueue(name={self.name!r}, maxsize={self.maxsize})"
 
 
-def _rebuild(name, maxsize, namespace, actor) -> RayQueue:
-    return RayQueue(name, maxsize, namespace=namespace, _actor=actor)
+def _rebuild(name, maxsize, namespace, actor, put_timeout=None, get_timeout=None) -> RayQueue:
+    return RayQueue(name, maxsize, namespace=namespace, put_timeout=put_timeout,
+                    get_timeout=get_timeout, _actor=actor)

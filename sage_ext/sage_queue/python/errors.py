@@ -1,12 +1,6 @@
-"""Errors shared by every queue backend (pure Python: importable without the native build)."""
+"""The queue errors of sage_queue: the queue layer's own classes (sage.utils.errors), so a
+QueueClosed from any backend is caught by one except clause."""
 
-import queue
+from sage.utils.errors import BackendUnavailableError, QueueClosed
 
-__all__ = ["QueueClosed"]
-
-
-class QueueClosed(getattr(queue, "ShutDown", Exception)):
-    """The queue was closed: put() always raises it, get() once the queue is empty.
-
-    On Python 3.13+ it is a queue.ShutDown, so code written for the stdlib catches it.
-    """
+__all__ = ["QueueClosed", "BackendUnavailableError"]

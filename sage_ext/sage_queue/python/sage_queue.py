@@ -32,13 +32,16 @@ __all__ = [
     "SEGMENT_PREFIX",
 ]
 
+from sage.utils.install_hint import native_build_hint
+from sage.utils.queue_contract import UNSET, BackendStats, check_default_timeout, check_maxsize
+
 from .errors import QueueClosed
 
 try:
     from . import _native
 except ImportError as exc:  # the minimal profile has no native build
     raise ImportError(
-        "the native sage_queue extension is not built; run `python install.py --full` "
+        f"the native sage_queue extension is not built; {native_build_hint()} "
         f"(import error: {exc})"
     ) from exc
 
@@ -58,16 +61,12 @@ _native._set_support(queue.Empty, queue.Full, QueueClosed)
 
 
 @dataclasses.dataclass(frozen=True)
-class QueueStats:
-    """Counters shared by every process attached to one queue."""
+class QueueStats(BackendStats):
+    """Counters shared by every process attached to one queue: the fields every backend
+    reports (BackendStats), then sage_queue's own."""
 
-    name: str
-    items: int  #: items put and not yet taken (qsize)
-    maxsize: int  #: item limit, 0 for none
     capacity_bytes: int  #: size of the ring
     used_bytes: int  #: ring bytes held by records not yet freed
-    unfinished_tasks: int  #: puts not yet matched by task_done
-    closed: bool  #: close() was called
     persistent: bool  #: the segment outlives its last user
     attached_pids: tuple[int, ...]  #: live processes attached
     dead_pids: tuple[int, ...]  #: attached processes that died without detaching
@@ -75,8 +74,6 @@ class QueueStats:
     waiting_getters: int  #: callers asleep in get/get_many, waiting for an item
     waiting_putters: int  #: callers asleep in put/put_many, waiting for room
     waiting_joiners: int  #: callers asleep in join
-    puts: int  #: items ever put
-    gets: int  #: items ever taken
     bytes_put: int  #: payload bytes ever put
     bytes_got: int  #: payload bytes ever taken
     abandoned_records: int  #: reserved by a producer that died before committing: never delivered
@@ -89,6 +86,7 @@ class QueueStats:
         s = info["stats"]
         return cls(
             name=name,
+            backend="sage_queue",
             items=info["items"],
             maxsize=info["maxsize"],
             capacity_bytes=info["capacity_bytes"],
@@ -158,9 +156,15 @@ class SageQueue(_native.ShmQueue):
     only attaches. ``maxsize`` counts items as in ``queue.Queue`` (0 = bounded only by
     ``capacity_bytes``, the size of the shared ring). The segment disappears when the
     last attached process detaches, unless ``persistent=True``.
+
+    ``put_timeout`` / ``get_timeout``: what put/put_many and get/get_many wait when the
+    caller passes no timeout (None: without limit). They belong to this handle, and
+    travel with it when it is pickled.
     """
 
     backend = "sage_queue"  # the queue layer's name for this backend
+    put_timeout: float | None = None
+    get_timeout: float | None = None
 
     def __init__(
         self,
@@ -169,23 +173,32 @@ class SageQueue(_native.ShmQueue):
         capacity_bytes: int | None = None,
         persistent: bool = False,
         *,
+        put_timeout: float | None = None,
+        get_timeout: float | None = None,
         _mode: str = "open_or_create",
     ):
         if name is None:
             name = f"anon-{os.getpid()}-{secrets.token_hex(6)}"
         if not isinstance(name, str):
             raise TypeError(f"queue name must be a str, not {type(name).__name__}")
-        if maxsize < 0:
-            raise ValueError(f"maxsize must be >= 0, got {maxsize}")
+        check_maxsize(maxsize)
         if capacity_bytes is not None and capacity_bytes <= 0:
             raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
+        put_timeout = check_default_timeout(put_timeout, "put_timeout")
+        get_timeout = check_default_timeout(get_timeout, "get_timeout")
         super().__init__(name, capacity_bytes or 0, maxsize, persistent, _mode)
+        if put_timeout is not None or get_timeout is not None:
+            # Only a handle with default timeouts pays for Python-level put/get (about a
+            # quarter of a small put/get pair); every other handle keeps the native calls.
+            self.__class__ = _SageQueueWithTimeouts
+            self.put_timeout, self.get_timeout = put_timeout, get_timeout
         _live_handles.add(self)
 
     @classmethod
-    def open(cls, name: str) -> SageQueue:
+    def open(cls, name: str, *, put_timeout: float | None = None,
+             get_timeout: float | None = None) -> SageQueue:
         """Attach to an existing queue; FileNotFoundError if there is none of that name."""
-        return cls(name, _mode="open_only")
+        return cls(name, put_timeout=put_timeout, get_timeout=get_timeout, _mode="open_only")
 
     @classmethod
     def create(cls, name: str | None = None, **options) -> SageQueue:
@@ -230,9 +243,37 @@ class SageQueue(_native.ShmQueue):
 
     def __reduce__(self):
         # Pickled as a reference: the receiver attaches to the same segment.
-        return (SageQueue.open, (self.name,))
+        if self.put_timeout is None and self.get_timeout is None:
+            return (SageQueue.open, (self.name,))
+        return (_open_with_timeouts, (self.name, self.put_timeout, self.get_timeout))
 
     def __repr__(self) -> str:
         if not self.attached:
             return f"SageQueue(name={self.name!r}, detached)"
         return f"SageQueue(name={self.name!r}, maxsize={self.maxsize}, capacity_bytes={self.capacity_bytes})"
+
+
+_put, _get = _native.ShmQueue.put, _native.ShmQueue.get
+_put_many, _get_many = _native.ShmQueue.put_many, _native.ShmQueue.get_many
+
+
+class _SageQueueWithTimeouts(SageQueue):
+    """A SageQueue handle whose put/get calls without a timeout wait its defaults."""
+
+    def put(self, item, block: bool = True, timeout: float | None = UNSET) -> None:
+        _put(self, item, block, self.put_timeout if timeout is UNSET else timeout)
+
+    def get(self, block: bool = True, timeout: float | None = UNSET):
+        return _get(self, block, self.get_timeout if timeout is UNSET else timeout)
+
+    def put_many(self, items, block: bool = True, timeout: float | None = UNSET) -> None:
+        _put_many(self, items, block, self.put_timeout if timeout is UNSET else timeout)
+
+    def get_many(self, max_items: int = 64, block: bool = True, timeout: float | None = UNSET,
+                 max_bytes: int = DEFAULT_BATCH_BYTES) -> list:
+        return _get_many(self, max_items, block,
+                         self.get_timeout if timeout is UNSET else timeout, max_bytes)
+
+
+def _open_with_timeouts(name: str, put_timeout, get_timeout) -> SageQueue:
+    return SageQueue.open(name, put_timeout=put_timeout, get_timeout=get_timeout)
