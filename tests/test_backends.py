@@ -1,10 +1,12 @@
-"""The design note's backend-creation checks, for whichever profile is installed."""
+"""Creating queues by backend name, configuration and profile, for whichever profile is installed."""
 
 import os
+import re
 
 import pytest
 
 from sage.utils import BackendUnavailableError, load_config
+from sage.utils.install_hint import native_build_hint, ray_hint
 from sage.utils.queue_adapter import create_queue, get_queue_backend_info
 
 from conftest import native_available, requires_ray
@@ -16,7 +18,7 @@ def _destroy(q):
 
 def test_create_queue_with_the_new_backend_name():
     if not native_available():
-        with pytest.raises(BackendUnavailableError, match="install.py --full"):
+        with pytest.raises(BackendUnavailableError, match=re.escape(native_build_hint())):
             create_queue("sage_queue")
         return
     q = create_queue("sage_queue")
@@ -100,7 +102,7 @@ def test_missing_backend_is_an_error_unless_a_fallback_is_asked_for(monkeypatch)
     from sage.utils import queue_adapter
 
     monkeypatch.setitem(queue_adapter._AVAILABLE, "ray_queue", lambda: False)
-    with pytest.raises(BackendUnavailableError, match="install.py --minimal"):
+    with pytest.raises(BackendUnavailableError, match=re.escape(ray_hint())):
         create_queue("ray_queue")
     with pytest.warns(RuntimeWarning, match="falling back to 'python_queue'"):
         q = create_queue("ray_queue", fallback="python")
@@ -122,3 +124,68 @@ def test_python_queue_is_always_available():
     q = create_queue("python_queue")
     q.put(os.getpid())
     assert q.get() == os.getpid()
+
+
+# -- the adapter's fallback paths ------------------------------------------------------------
+
+def _unavailable(monkeypatch, *names):
+    from sage.utils import queue_adapter
+
+    for name in names:
+        monkeypatch.setitem(queue_adapter._AVAILABLE, name, lambda: False)
+    return queue_adapter
+
+
+def test_fallback_auto_takes_the_recommended_backend_with_a_warning(monkeypatch):
+    adapter = _unavailable(monkeypatch, "ray_queue")
+    monkeypatch.setattr(adapter, "get_recommended_queue_backend",
+                        lambda: ("python_queue", "for the test"))
+    with pytest.warns(RuntimeWarning, match="falling back to 'python_queue' as asked"):
+        q = create_queue("ray_queue", fallback="auto")
+    assert q.backend == "python_queue"
+
+
+def test_a_fallback_that_is_not_installed_either_is_an_error_naming_both(monkeypatch):
+    _unavailable(monkeypatch, "ray_queue", "sage_queue")
+    with pytest.raises(BackendUnavailableError,
+                       match="'ray_queue' is not installed.*the fallback 'sage_queue' is not installed"):
+        create_queue("ray", fallback="sage")
+
+
+def test_an_unknown_fallback_name_is_a_value_error(monkeypatch):
+    _unavailable(monkeypatch, "ray_queue")
+    with pytest.raises(ValueError, match="fallback: unknown queue backend 'bogus'"):
+        create_queue("ray", fallback="bogus")
+
+
+def test_a_configured_backend_that_is_not_installed_is_an_error_not_a_substitute(monkeypatch):
+    _unavailable(monkeypatch, "sage_queue")
+    config = load_config(environ={"SAGE_QUEUE_BACKEND": "sage"})
+    with pytest.raises(BackendUnavailableError, match="queue backend 'sage_queue' is not installed"):
+        create_queue(config=config)
+
+
+def test_auto_with_neither_native_nor_ray_is_python_queue_and_says_why(monkeypatch, clean_env, tmp_path):
+    _unavailable(monkeypatch, "sage_queue", "ray_queue")
+    from sage.utils import queue_adapter
+
+    monkeypatch.setattr(queue_adapter, "is_sage_queue_available", lambda: False)
+    monkeypatch.setattr(queue_adapter, "is_ray_queue_available", lambda: False)
+    config = load_config(environ={}, prefix=str(tmp_path))
+    info = get_queue_backend_info(config)
+    assert info["current_backend"] == "python_queue"
+    assert "neither the native sage_queue extension nor Ray" in info["reason"]
+    assert create_queue(config=config).backend == "python_queue"
+
+
+def test_install_hints_name_install_py_in_a_checkout_and_pip_from_a_wheel(monkeypatch):
+    from sage.utils import install_hint, queue_adapter
+
+    monkeypatch.setattr(install_hint, "from_checkout", lambda: True)
+    assert "python install.py --full" in queue_adapter.BACKENDS["sage_queue"].install_hint
+    assert "python install.py --minimal" in queue_adapter.BACKENDS["ray_queue"].install_hint
+    monkeypatch.setattr(install_hint, "from_checkout", lambda: False)
+    native = queue_adapter.BACKENDS["sage_queue"].install_hint
+    assert "install.py" not in native
+    assert "SAGE_BUILD_NATIVE=1 pip install --force-reinstall --no-binary sage-queue sage-queue" in native
+    assert "pip install 'sage-queue[ray]'" in queue_adapter.BACKENDS["ray_queue"].install_hint

@@ -72,3 +72,21 @@ def test_bad_profile_backend_names_the_profile_file(tmp_path, clean_env):
 def test_process_environment_is_read_by_default(clean_env, tmp_path):
     clean_env.setenv("SAGE_QUEUE_BACKEND", "python")
     assert load_config(prefix=str(tmp_path)).backend == "python_queue"
+
+
+@pytest.mark.parametrize("key, raw", [
+    ("maxsize", "4.7"), ("maxsize", "4.0"), ("capacity_bytes", "65536.5"), ("maxsize", "true"),
+    ("get_timeout", "true"),
+])
+def test_a_toml_float_or_bool_where_a_number_of_the_other_kind_belongs_is_an_error(
+        tmp_path, clean_env, key, raw):
+    toml = tmp_path / "sage.toml"
+    toml.write_text(f"[queue]\n{key} = {raw}\n")
+    with pytest.raises(ValueError, match=rf"sage.toml \[queue\] {key}: expected .*got {raw.title() if raw == 'true' else raw}"):
+        load_config(environ={}, prefix=str(tmp_path))
+
+
+def test_a_toml_int_where_seconds_belong_is_fine(tmp_path, clean_env):
+    (tmp_path / "sage.toml").write_text("[queue]\nput_timeout = 3\nget_timeout = 0.5\n")
+    config = load_config(environ={}, prefix=str(tmp_path))
+    assert (config.put_timeout, config.get_timeout) == (3.0, 0.5)
