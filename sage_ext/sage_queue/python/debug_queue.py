@@ -36,6 +36,7 @@ __all__ = [
     "describe",
     "open_inspect",
     "segment_path",
+    "inspect_command",
     "main",
 ]
 
@@ -298,12 +299,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("name", help=f"queue name (the part after '{SEGMENT_PREFIX}' in {SEGMENT_DIR})")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
     args = parser.parse_args(argv)
+    return inspect_command(args.name, as_json=args.json)
+
+
+def inspect_command(name: str, as_json: bool = False) -> int:
+    """`sage queue inspect NAME [--json]`: print one queue's description; exit status."""
     try:
-        d = describe(args.name)
+        d = describe(name)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    print(json.dumps(d, indent=2) if as_json else format_description(d))
     return 0
 
 

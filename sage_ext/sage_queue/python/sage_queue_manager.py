@@ -1,7 +1,8 @@
 """List sage_queue segments in /dev/shm and remove the stale ones.
 
     sage queue list [NAME ...] [--json]
-    sage queue cleanup [NAME ...] [--force] [--dry-run] [--min-age S]
+    sage queue inspect NAME [--json]
+    sage queue cleanup [NAME ...] [--force] [--dry-run] [--min-age S] [--json]
     sage queue remove NAME
     (also: python -m sage_ext.sage_queue.python.sage_queue_manager ...)
 
@@ -36,9 +37,11 @@ from .debug_queue import (
     segment_path,
     user_label,
 )
+from .queue_commands import add_commands, run
 from .sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
 
-__all__ = ["SegmentInfo", "list_queues", "is_stale", "cleanup", "remove", "main"]
+__all__ = ["SegmentInfo", "list_queues", "is_stale", "cleanup", "remove", "list_command",
+           "cleanup_command", "remove_command", "main"]
 
 NOT_A_QUEUE, NOT_TRUSTED, UNREADABLE = "not a queue", "not trusted", "unreadable"
 
@@ -347,92 +350,101 @@ def format_table(infos: list[SegmentInfo]) -> str:
     return "\n".join(lines)
 
 
-def _cmd_list(args) -> int:
-    infos = list_queues(args.names or None)
-    if args.json:
+def _bad_names(names) -> str | None:
+    """The error of the first name no queue can have, else None."""
+    for name in names or ():
+        try:
+            segment_path(name)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def list_command(names: list[str] | None = None, as_json: bool = False) -> int:
+    """`sage queue list [NAME...] [--json]`: print the segments (only those named); exit status."""
+    bad = _bad_names(names)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
+    infos = list_queues(names)
+    if as_json:
         print(json.dumps([dict(dataclasses.asdict(i), stale=is_stale(i)) for i in infos], indent=2))
     elif not infos:
-        print(f"no sage_queue segments in {SEGMENT_DIR}")
+        which = f" named {', '.join(names)}" if names else "s"
+        print(f"no sage_queue segment{which} in {SEGMENT_DIR}")
     else:
         print(format_table(infos))
     return 0
 
 
-def _cmd_cleanup(args) -> int:
-    failures = []
+def cleanup_command(names: list[str] | None = None, force: bool = False, dry_run: bool = False,
+                    min_age: float = 5.0, as_json: bool = False) -> int:
+    """`sage queue cleanup [NAME...]`: remove the stale segments (of those named); exit status."""
+    bad = _bad_names(names)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
+    failures = {}
 
     def on_error(name, exc):
-        failures.append(name)
+        failures[name] = str(exc)
         print(f"error: cannot remove '{name}': {exc}", file=sys.stderr)
 
-    names = args.names or None
-    removed = cleanup(force=args.force, dry_run=args.dry_run, min_age=args.min_age, names=names,
-                      on_error=on_error)
-    verb = "would remove" if args.dry_run else "removed"
-    for name in removed:
-        print(f"{verb} {name}")
+    removed = cleanup(force=force, dry_run=dry_run, min_age=min_age, names=names, on_error=on_error)
     left = [i for i in list_queues(names) if i.name not in removed and i.name not in failures]
     need_force = [i.name for i in left if not is_stale(i) and is_stale(i, force=True)]
-    too_young = [i.name for i in left if is_stale(i, args.force) and _too_young(i, args.min_age)]
+    too_young = [i.name for i in left if is_stale(i, force) and _too_young(i, min_age)]
     others = [i for i in left if i.problem in (NOT_A_QUEUE, NOT_TRUSTED) and not i.ours]
+    in_use = [i.name for i in left if i.live_pids]
+    if as_json:
+        print(json.dumps(dict(
+            dry_run=dry_run, removed=removed, failed=failures,
+            kept=dict(in_use=in_use, need_force=[] if force else need_force, too_young=too_young,
+                      another_users=[i.name for i in others]),
+            missing=[n for n in names or () if n not in removed and n not in failures
+                     and all(i.name != n for i in left)],
+        ), indent=2))
+        return 1 if failures else 0
+    verb = "would remove" if dry_run else "removed"
+    for name in removed:
+        print(f"{verb} {name}")
     if not removed and not failures:
         print("nothing to clean up")
-    if need_force and not args.force:
+    for name in names or ():
+        if name not in removed and name not in failures and all(i.name != name for i in left):
+            print(f"no queue named '{name}' in {SEGMENT_DIR}")
+    if need_force and not force:
         print(f"kept (not a queue, not trusted, unreadable, persistent, or used from another pid "
               f"namespace): {', '.join(need_force)}; `{CLEANUP_FORCE}` removes them")
     if too_young:
-        print(f"kept (younger than --min-age {args.min_age:g}s): {', '.join(too_young)}")
+        print(f"kept (younger than --min-age {min_age:g}s): {', '.join(too_young)}")
     for i in others:
         print(f"left {i.name} ({_status(i)}): it belongs to {user_label(i.owner_uid)}: ask that user or root "
               "to remove it, or use another queue name")
     return 1 if failures else 0
 
 
-def _cmd_remove(args) -> int:
+def remove_command(name: str) -> int:
+    """`sage queue remove NAME`: close and remove that queue now; exit status."""
     try:
-        remove(args.name)
+        remove(name)
     except FileNotFoundError:
-        print(f"error: no queue named '{args.name}' in {SEGMENT_DIR}", file=sys.stderr)
+        print(f"error: no queue named '{name}' in {SEGMENT_DIR}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
-        print(f"error: cannot remove '{args.name}': {exc}", file=sys.stderr)
+        print(f"error: cannot remove '{name}': {exc}", file=sys.stderr)
         return 1
-    print(f"removed {args.name}")
+    print(f"removed {name}")
     return 0
-
-
-def _add_commands(sub) -> None:
-    p = sub.add_parser("list", help="list segments with size, items and attached pids")
-    p.add_argument("names", nargs="*", metavar="NAME", help="only these queues")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=_cmd_list)
-    p = sub.add_parser("cleanup", help="remove segments no live process uses")
-    p.add_argument("names", nargs="*", metavar="NAME", help="only these queues")
-    p.add_argument("--force", action="store_true",
-                   help="also remove our files that are not a queue or not trusted, unreadable "
-                        "segments, persistent queues with no live user, and queues used only from "
-                        "another pid namespace (never another user's file)")
-    p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
-    p.add_argument("--min-age", type=float, default=5.0, metavar="S",
-                   help="leave segments younger than S seconds (default 5): "
-                        "one may be being created")
-    p.set_defaults(run=_cmd_cleanup)
-    p = sub.add_parser("remove", help="close and remove one queue now, in use or not")
-    p.add_argument("name")
-    p.set_defaults(run=_cmd_remove)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m sage_ext.sage_queue.python.sage_queue_manager",
         description=f"List sage_queue segments in {SEGMENT_DIR} and remove stale ones "
-                    "(the same as `sage queue list|cleanup|remove`).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_commands(sub)
-    args = parser.parse_args(argv)
-    if getattr(args, "min_age", 0) < 0:
-        parser.error("--min-age must be >= 0")
-    return args.run(args)
+                    "(the same as `sage queue`).")
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
