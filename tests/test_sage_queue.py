@@ -1,6 +1,7 @@
 """The SageQueue contract (README: "Using the queues"): the queue.Queue surface across processes,
 batches, close/destroy, pickling as a reference, and bad input that leaves the queue unchanged."""
 
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -255,6 +256,54 @@ def test_negative_timeout_is_a_value_error_and_queue_unchanged(make_queue, call)
         call(q)
     assert_unchanged(q, before)
 
+
+
+def test_put_and_get_take_queue_queue_arguments_by_position_or_name(make_queue, sq):
+    q = make_queue(maxsize=1)
+    q.put(item="a", block=True, timeout=None)
+    with pytest.raises(queue.Full):
+        q.put("b", 0)  # any false value means do not block, as in queue.Queue
+    with pytest.raises(queue.Full):
+        q.put("b", True, 0.01)
+    assert q.get(block=1, timeout=5) == "a"
+    with pytest.raises(queue.Empty):
+        q.get(None)
+    q.put_nowait(item="c")
+    assert q.get_nowait() == "c"
+    assert str(inspect.signature(sq.SageQueue.put)) == "(self, /, item, block=True, timeout=None)"
+    assert str(inspect.signature(sq.SageQueue.get)) == "(self, /, block=True, timeout=None)"
+
+
+@pytest.mark.parametrize(
+    "call, names",
+    [
+        (lambda q: q.put(), "missing required argument 'item'"),
+        (lambda q: q.put(1, True, None, 4), "at most 3 arguments"),
+        (lambda q: q.put(1, blok=False), "unexpected keyword argument 'blok'"),
+        (lambda q: q.put(1, item=2), "multiple values for argument 'item'"),
+        (lambda q: q.get(True, None, 1), "at most 2 arguments"),
+        (lambda q: q.get_nowait(False), "at most 0 arguments"),
+        (lambda q: q.put_nowait(), "missing required argument 'item'"),
+    ],
+)
+def test_wrong_arguments_to_put_and_get_are_a_type_error_naming_them_and_queue_unchanged(make_queue, call, names):
+    q = make_queue()
+    q.put("keep")
+    before = observable_state(q)
+    with pytest.raises(TypeError, match=names):
+        call(q)
+    assert_unchanged(q, before)
+
+
+def test_a_subclass_that_never_opened_the_queue_is_a_type_error_not_a_crash(sq):
+    class NeverOpened(sq.SageQueue):
+        def __init__(self):
+            pass
+
+    with pytest.raises(TypeError, match="__init__"):
+        NeverOpened().put(1)
+    with pytest.raises(TypeError, match="__init__"):
+        NeverOpened().get_nowait()
 
 def test_negative_sizes_are_rejected(sq, queue_name):
     with pytest.raises(ValueError):

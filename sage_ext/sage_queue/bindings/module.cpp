@@ -1,12 +1,16 @@
-// The Python module _native: its constants, errors and the ShmQueue class, each method a
-// thin translation onto the core (shm_queue.h), with the GIL policy of gil_policy.h and
-// the marshalling of marshal.h. The stub python/_native.pyi mirrors this table.
+// The Python module _native: its constants, errors (errors.h) and the ShmQueue class, each
+// method a thin translation onto the core (shm_queue.h) through the binding's calls
+// (calls.h); the per-item calls are vectorcall methods (fast_methods.h). The stub
+// python/_native.pyi mirrors this table.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
 #include <string>
 
+#include "calls.h"
+#include "errors.h"
+#include "fast_methods.h"
 #include "gil_policy.h"
 #include "item_codec.h"
 #include "marshal.h"
@@ -18,59 +22,6 @@ using namespace sage;
 using namespace sage::binding;
 
 namespace {
-
-using Records = std::vector<RecordView>;
-
-Status put_batch(ShmQueue& q, Batch& b, double timeout) {
-    b.finish();
-    auto put = [&](double t) { return q.put_many(b.msgs.data(), b.msgs.size(), t); };
-    if (b.bytes < kLargeCopy) {
-        Status st = gil_held([&] { return put(0); });
-        if (st != Status::timeout || timeout == 0) return st;
-    } else if (timeout == 0) {
-        py::gil_scoped_release nogil;  // the copy
-        return put(0);
-    }
-    return blocking(put, timeout);
-}
-
-// A call that ended because another thread detached the handle says so, not "closed".
-void check_put(const ShmQueue& q, Status st) {
-    if (st == Status::timeout) raise(support.full, "");
-    if (st == Status::closed) raise(support.closed, q.detaching() ? "queue was detached while putting" : "queue is closed");
-}
-
-void check_get(const ShmQueue& q, Status st) {
-    if (st == Status::timeout) raise(support.empty, "");
-    if (st == Status::closed)
-        raise(support.closed, q.detaching() ? "queue was detached while getting" : "queue is closed and empty");
-}
-
-Status claim(ShmQueue& q, size_t max_items, uint64_t max_bytes, double timeout, Records& out) {
-    Status st = gil_held([&] { return q.claim(max_items, max_bytes, 0, out); });
-    if (st != Status::timeout || timeout == 0) return st;
-    return blocking([&](double t) { return q.claim(max_items, max_bytes, t, out); }, timeout);
-}
-
-py::object get_one(ShmQueue& q, double timeout) {
-    ShmQueue::InUse in_use(q);
-    Pooled<Records> got;
-    check_get(q, claim(q, 1, UINT64_MAX, timeout, *got));
-    ReleaseGuard guard{q, *got};
-    return decode((*got)[0]);
-}
-
-void put_items(ShmQueue& q, py::iterable items, double timeout) {
-    Pooled<Batch> b;
-    for (py::handle item : items) encoder.add(*b, item.ptr());
-    check_put(q, put_batch(q, *b, timeout));
-}
-
-void put_one(ShmQueue& q, py::handle item, double timeout) {
-    Pooled<Batch> b;
-    encoder.add(*b, item.ptr());
-    check_put(q, put_batch(q, *b, timeout));
-}
 
 py::bytes magic_bytes() {
     char bytes[sizeof kMagic];
@@ -100,23 +51,7 @@ PYBIND11_MODULE(_native, m) {
     for (const auto& [field, offset] : layout_offsets()) layout[py::str(field)] = offset;
     m.attr("LAYOUT") = layout;  // byte offsets of the shared layout's fields, for tools and tests
 
-    static py::exception<CorruptSegment> corrupt(m, "SegmentCorruptError", PyExc_OSError);
-    static py::exception<UntrustedSegment> untrusted(m, "SegmentUntrustedError", PyExc_PermissionError);
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const InvalidArgument& e) {
-            PyErr_SetString(PyExc_ValueError, e.what());
-        } catch (const SystemError& e) {
-            py::object err = py::reinterpret_steal<py::object>(
-                PyObject_CallFunction(PyExc_OSError, "is", e.err, e.what()));
-            if (err) PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
-        } catch (const CorruptSegment& e) {
-            py::set_error(corrupt, e.what());
-        } catch (const UntrustedSegment& e) {
-            py::set_error(untrusted, e.what());
-        }
-    });
+    init_errors(m);
 
     m.def("_set_support", [](py::object empty, py::object full, py::object closed) {
         support.empty = empty.release().ptr();
@@ -140,9 +75,10 @@ PYBIND11_MODULE(_native, m) {
     }, py::arg("data"), "Decode an item codec encoding (for tests).");
 
     // The destructor detaches, which may wait for the lock: never with the GIL held.
-    py::class_<ShmQueue>(m, "ShmQueue", py::release_gil_before_calling_cpp_dtor(),
-                         "A handle on a shared-memory queue; SageQueue is the class to use.")
-        .def(py::init([](const std::string& name, uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
+    py::class_<ShmQueue> cls(m, "ShmQueue", py::release_gil_before_calling_cpp_dtor(),
+                         "A handle on a shared-memory queue; SageQueue is the class to use.");
+    install_fast_methods(cls);  // put, put_nowait, get, get_nowait
+    cls.def(py::init([](const std::string& name, uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
                          const std::string& mode) {
                  OpenMode om = parse_mode(mode);
                  py::gil_scoped_release nogil;  // opening may wait for a creator
@@ -160,41 +96,15 @@ PYBIND11_MODULE(_native, m) {
             ShmQueue::InUse in_use(q);
             return q.closed();
         }, "Whether close() was called (by any process): read from the shared flag, without the lock.")
-        .def("put", [](ShmQueue& q, py::handle item, bool block, py::handle timeout) {
-            ShmQueue::InUse in_use(q);
-            put_one(q, item, to_timeout(block, timeout));
-        }, py::arg("item"), py::arg("block") = true, py::arg("timeout") = py::none(),
-           "Put `item` into the queue, as queue.Queue.put: block until there is room (timeout=None: "
-           "without limit), or raise queue.Full. Raises QueueClosed if the queue is closed, ValueError if "
-           "the item is larger than the ring, the serializer's error if it cannot be pickled; a failed put "
-           "leaves the queue as it was.")
-        .def("put_nowait", [](ShmQueue& q, py::handle item) {
-            ShmQueue::InUse in_use(q);
-            put_one(q, item, 0);
-        }, py::arg("item"), "Put `item` without blocking: queue.Full if there is no room now.")
         .def("put_many", [](ShmQueue& q, py::iterable items, bool block, py::handle timeout) {
-            ShmQueue::InUse in_use(q);
             put_items(q, items, to_timeout(block, timeout));
         }, py::arg("items"), py::arg("block") = true, py::arg("timeout") = py::none(),
            "Put all `items` under one lock, all or none: block until there is room for all of them, "
            "or raise queue.Full and put nothing.")
-        .def("get", [](ShmQueue& q, bool block, py::handle timeout) {
-            return get_one(q, to_timeout(block, timeout));
-        }, py::arg("block") = true, py::arg("timeout") = py::none(),
-           "Remove and return an item, as queue.Queue.get: block until one is there (timeout=None: "
-           "without limit), or raise queue.Empty. Raises QueueClosed once the queue is closed and empty.")
-        .def("get_nowait", [](ShmQueue& q) { return get_one(q, 0); },
-             "Remove and return an item without blocking: queue.Empty if there is none now.")
         .def("get_many", [](ShmQueue& q, size_t max_items, bool block, py::handle timeout, uint64_t max_bytes) {
-            ShmQueue::InUse in_use(q);
             double t = to_timeout(block, timeout);
             if (max_items < 1) raise(PyExc_ValueError, "max_items must be >= 1");
-            Pooled<Records> got;
-            check_get(q, claim(q, max_items, max_bytes, t, *got));
-            ReleaseGuard guard{q, *got};
-            py::list out(got->size());
-            for (size_t i = 0; i < got->size(); ++i) out[i] = decode((*got)[i]);
-            return out;
+            return get_items(q, max_items, max_bytes, t);
         }, py::arg("max_items") = 64, py::arg("block") = true, py::arg("timeout") = py::none(),
            py::arg("max_bytes") = kDefaultBatchBytes,
            "Remove and return a list of 1 to max_items items under one lock, stopping past max_bytes "
