@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JobFailedError", "RemoteServiceError", "TaskFailure"]
+__all__ = ["JobFailedError", "PlacementError", "RemoteServiceError", "TaskFailure"]
 
 
 class TaskFailure:
@@ -59,3 +59,8 @@ class RemoteServiceError(RuntimeError):
 
     def __reduce__(self):
         return (RemoteServiceError, (self.exc_type, self.message, self.traceback_text))
+
+
+class PlacementError(RuntimeError):
+    """A job's tasks could not be placed on the Ray cluster (resources nobody has, a
+    cluster too small, sage missing on a node): says what was asked and what there is."""

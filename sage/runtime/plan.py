@@ -3,8 +3,10 @@
 Each transformation (Node) becomes ``parallelism`` instances, each with one input queue
 (sources have none). Each edge records how it routes and its transport: threads of one
 process talk through python_queue, processes on one machine through sage_queue (the
-queue adapter builds them; nothing here imports a backend). End markers expected per
-instance: one per upstream instance per input.
+queue adapter builds them; nothing here imports a backend). On Ray (mode "ray") the
+transport of each queue is chosen once the actors are placed (see ray_placement.py), so
+the plan's edges say PER_EDGE. End markers expected per instance: one per upstream
+instance per input.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from .router.packet import TAGGED_KINDS
 from .router.router import ROUTINGS
 
 __all__ = ["Node", "ServiceDecl", "Edge", "InstanceSpec", "ServiceSpec", "Plan", "build_plan",
-           "TRANSPORT_OF_MODE", "MAX_INPUTS"]
+           "TRANSPORT_OF_MODE", "MAX_INPUTS", "PER_EDGE"]
 
 TRANSPORT_OF_MODE = {"thread": "python_queue", "process": "sage_queue"}
+PER_EDGE = "per edge"  # mode "ray": chosen per queue once the actors are placed
 MAX_INPUTS = 5  # ConnectedStreams: up to five inputs (comap's map0..map4)
 
 
@@ -36,6 +39,7 @@ class Node:
     inputs: list = dataclasses.field(default_factory=list)  # input index -> upstream Node
     routing: str = "round_robin"  # how edges leaving this node route (a keyby's strategy)
     delay: float | None = None  # sources: seconds between calls
+    resources: dict = dataclasses.field(default_factory=dict)  # Ray resources per instance
 
     @property
     def is_source(self) -> bool:
@@ -123,12 +127,12 @@ def _check(nodes: list) -> None:
 
 def build_plan(nodes: list, services: list, mode: str, job_id: str) -> Plan:
     """Expand the declared graph; names every queue (``job_id`` keeps them unique)."""
-    if mode not in TRANSPORT_OF_MODE:
+    if mode not in TRANSPORT_OF_MODE and mode != "ray":
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(TRANSPORT_OF_MODE)}")
     if not nodes:
         raise ValueError("the pipeline is empty: declare a source (from_batch, from_source, ...)")
     _check(nodes)
-    transport = TRANSPORT_OF_MODE[mode]
+    transport = PER_EDGE if mode == "ray" else TRANSPORT_OF_MODE[mode]
     edges = [Edge(up.id, node.id, index, up.routing, transport, node.kind in TAGGED_KINDS)
              for node in nodes for index, up in enumerate(node.inputs)]
     instances = []

@@ -6,6 +6,7 @@ Declaring only records nodes of a graph; nothing runs until ``submit()``.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import inspect
 import itertools
 
@@ -13,7 +14,16 @@ from sage.core.function.base_function import BaseFunction
 from sage.core.function.lambda_function import BASE_CLASS_OF_KIND, is_function_class
 from sage.runtime.plan import Node, ServiceDecl
 
-__all__ = ["BaseEnvironment", "describe_function"]
+__all__ = ["BaseEnvironment", "describe_function", "options_from"]
+
+
+def options_from(config: dict, cls):
+    """The options dataclass ``cls`` from a config dict; unknown keys are an error."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(config) - set(names))
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid: {', '.join(names)}")
+    return cls(**config)
 
 
 def describe_function(kind: str, function) -> str:
@@ -58,6 +68,7 @@ class BaseEnvironment:
         self._services: list[ServiceDecl] = []
         self._ids = itertools.count()
         self._names: set = set()
+        self.job = None  # the Job (or RayJob) of the last submit()
 
     # -- declaring --------------------------------------------------------------------
 
@@ -140,3 +151,46 @@ class BaseEnvironment:
     def pipeline(self) -> list:
         """The declared nodes, in declaration order."""
         return list(self._nodes)
+
+    # -- the submitted job (submit() is the subclass's) ------------------------------------
+
+    def run_streaming(self) -> None:
+        """SAGE called this after submit(); the job already runs, so it does nothing."""
+
+    def wait(self, timeout: float | None = None):
+        """Block until the job ends by itself (its sources are finite); JobFailedError if a
+        task failed."""
+        return self._running("wait").wait(timeout)
+
+    def stop(self, timeout: float | None = None):
+        """End the sources, deliver everything in flight to the sinks, then tear down."""
+        job = self._running("stop")
+        try:
+            return job.stop(timeout)
+        finally:
+            job.close()
+
+    def close(self) -> None:
+        """Stop if running, then free everything the job started. Idempotent."""
+        if self.job is not None:
+            self.job.close()
+
+    def metrics(self) -> list:
+        """Live counters of each operator instance: items in, out, errors, input queue depth."""
+        return self._running("metrics").metrics()
+
+    def _running(self, what: str):
+        if self.job is None:
+            raise RuntimeError(f"{what}(): nothing was submitted in {self.name!r}")
+        return self.job
+
+    def _check_not_running(self) -> None:
+        if self.job is not None and self.job.state in ("created", "running"):
+            raise RuntimeError(f"environment {self.name!r} is running a job already; "
+                               "stop() or close() it first")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -60,6 +60,18 @@ class DataStream:
         return self.env._add("print", None, (), {"prefix": prefix}, inputs=[self.node],
                              parallelism=parallelism, name=name)
 
+    def place(self, **resources) -> DataStream:
+        """RemoteEnvironment: run each instance of this transformation on a Ray node that
+        has these resources, counted per instance: ``.map(F, parallelism=2).place(gpu_box=1)``
+        (a custom resource of `ray start --resources`), ``place(num_cpus=1)``. Without it,
+        Ray's scheduler places the instance (and reserves no CPU for it). LocalEnvironment
+        runs everything on this machine and ignores it, so one pipeline runs on both."""
+        for key, amount in resources.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise ValueError(f"place(): resource {key!r} needs a number >= 0, got {amount!r}")
+        self.node.resources = dict(resources)
+        return self
+
     def connect(self, other):
         """This stream and ``other`` (a DataStream or ConnectedStreams) as inputs 0, 1, ..."""
         from .connected_streams import ConnectedStreams

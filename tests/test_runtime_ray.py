@@ -1,0 +1,372 @@
+"""RemoteEnvironment on a real two-node Ray cluster on loopback.
+
+One cluster per session (ray.cluster_utils.Cluster): a head with the custom resource
+"node_a" and one added node with "node_b", so operators can be placed on each. Edges
+inside a node run on sage_queue where the native module is built (ray_queue on the
+minimal profile), edges across nodes on ray_queue; the tests read that from the job's
+description. After every job, nothing of it may remain: asked of Ray (named actors, the
+actor table, placement groups), of the kernel (the actors' processes) and of /dev/shm.
+"""
+
+import os
+import select
+import signal
+import time
+import uuid
+
+import pytest
+
+from conftest import native_available, ray_installed, requires_ray
+
+pytestmark = requires_ray
+
+if ray_installed():
+    import ray
+
+from sage.core.api import JobFailedError, LocalEnvironment, RemoteEnvironment
+from sage.core.function import BaseService, MapFunction, SinkFunction, SourceFunction
+from sage.runtime.errors import PlacementError
+from sage.utils import create_queue
+
+INSIDE = "sage_queue" if native_available() else "ray_queue"  # an edge within one node
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():  # another module's local Ray: this session uses the cluster
+        ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        # the workers import this module's functions by name, as a deployment's would
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")])))
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 2, "resources": {"node_a": 64}, "include_dashboard": False})
+        c.add_node(num_cpus=2, resources={"node_b": 64})
+        c.wait_for_nodes()
+        ray.init(address=c.address, logging_level="WARNING")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+class Results:
+    """Where sinks put what they collected: one list per sink instance, at its end."""
+
+    def __init__(self):
+        self.queue = create_queue("ray_queue", name=f"t-results-{uuid.uuid4().hex[:8]}",
+                                  namespace="sage-tests")
+
+    def take(self, parts: int, timeout: float = 10) -> list:
+        got = []
+        for _ in range(parts):
+            got.extend(self.queue.get(timeout=timeout))
+        return got
+
+    def destroy(self):
+        self.queue.destroy()
+
+
+@pytest.fixture
+def results(cluster):
+    made = Results()
+    yield made
+    made.destroy()
+
+
+class Collect(SinkFunction):
+    def __init__(self, results, **kwargs):
+        super().__init__(**kwargs)
+        self.results = results
+        self.items = []
+
+    def execute(self, item):
+        self.items.append(item)
+
+    def finish(self):
+        self.results.queue.put(self.items)  # one call at the end, not one per item
+
+
+class Endless(SourceFunction):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.n = 0
+
+    def execute(self):
+        self.n += 1
+        return self.n
+
+
+def _process_gone(pid: int, timeout: float) -> bool:
+    """Block until process ``pid`` (of this host) has exited, at most ``timeout`` s."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def assert_job_left_nothing(job) -> None:
+    ns = job.namespace
+    named = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns]
+    assert named == [], f"named actors of the job are left: {named}"
+    # ray.util.state needs the dashboard, which the test cluster does not start: the GCS's
+    # actor table says the same (every actor of the job DEAD)
+    from ray._private import state
+
+    names = {name for _, name in job.actor_names}
+    alive = [(a.get("Name"), a["State"]) for a in state.actors().values()
+             if a.get("Name") in names and a["State"] != "DEAD"]
+    assert alive == [], f"actors of the job are not dead: {alive}"
+    assert ray.util.placement_group_table() == {}, "a placement group is left"
+    for key, (pid, _) in job.task_pids.items():
+        assert _process_gone(pid, 10), f"the actor process of {key} (pid {pid}) is still running"
+    left = [n for n in job.queue_names if os.path.exists(f"/dev/shm/sage_queue.{n}")]
+    assert left == [], f"segments of the job are left: {left}"
+
+
+def _transport(job, upstream: str, downstream: str) -> set:
+    return {row["transport"] for row in job.edges()
+            if row["upstream"] == upstream and row["downstream"].startswith(downstream + "[")}
+
+
+def test_results_are_exact_and_each_edge_says_its_transport(cluster, results):
+    env = RemoteEnvironment("two-nodes", config={"batch_size": 16, "queue_maxsize": 128})
+    words = [f"w{i % 37}" for i in range(6000)]
+    (env.from_collection(words, parallelism=2, name="src").place(node_a=1)
+        .map(str.upper, parallelism=2, name="upper").place(node_b=1)
+        .keyby(lambda w: w, parallelism=2, name="key").place(node_b=1)
+        .map(lambda w: (w, 1), parallelism=2, name="pair").place(node_b=1)
+        .sink(Collect, results, parallelism=2, name="sink").place(node_a=1))
+    job = env.submit()
+    summary = env.wait(timeout=60)
+    env.close()
+    got = results.take(2)
+    assert sorted(got) == sorted((w.upper(), 1) for w in words)
+    assert summary.operators["sink"]["items_in"] == len(words)
+    assert summary.operators["upper"]["items_out"] == len(words)
+    assert _transport(job, "src", "upper") == {"ray_queue"}  # head -> node_b
+    assert _transport(job, "upper", "key") == {INSIDE}
+    assert _transport(job, "key", "pair") == {INSIDE}
+    assert _transport(job, "pair", "sink") == {"ray_queue"}  # node_b -> head
+    text = env.describe()
+    assert "crosses nodes" in text and "on 2 node(s)" in text
+    if INSIDE == "sage_queue":
+        assert "where the native sage_queue imports" in text
+    assert_job_left_nothing(job)
+
+
+def build_wordcount(env, results, pin: bool):
+    """One SAGE-style pipeline, run unchanged on both environments."""
+    class Count(MapFunction):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.counts = {}
+
+        def execute(self, word):
+            self.counts[word] = self.counts.get(word, 0) + 1
+
+        def finish(self):
+            return list(self.counts.items())
+
+    lines = [" ".join(f"w{(i * k) % 11}" for k in range(5)) for i in range(800)]
+    stream = env.from_collection(lines, name="lines").flatmap(str.split, parallelism=2,
+                                                             name="split")
+    if pin:
+        stream.place(node_b=1)
+    (stream.keyby(lambda w: w, parallelism=2, name="key").map(Count, parallelism=2, name="count")
+        .sink(Collect, results, name="sink"))
+    expected = {}
+    for line in lines:
+        for w in line.split():
+            expected[w] = expected.get(w, 0) + 1
+    return expected
+
+
+def test_the_same_pipeline_runs_unchanged_on_local_and_remote(cluster, results):
+    local = LocalEnvironment("local")
+    expected = build_wordcount(local, results, pin=False)
+    local.submit(autostop=True)
+    assert dict(results.take(1)) == expected
+    remote = RemoteEnvironment("remote")
+    build_wordcount(remote, results, pin=True)
+    remote.submit(autostop=True)
+    assert dict(results.take(1)) == expected
+    assert_job_left_nothing(remote.job)
+
+
+def test_every_edge_on_ray_queue_when_asked(cluster, results):
+    """What the minimal profile (no native module) runs: ray_queue inside a node too."""
+    env = RemoteEnvironment("ray-only", config={"transport": "ray_queue"})
+    (env.from_collection(range(3000), parallelism=3, name="src").place(node_b=1)
+        .map(lambda x: x * 3, parallelism=2, name="triple").place(node_b=1)
+        .sink(Collect, results, parallelism=2, name="sink").place(node_b=1))
+    env.submit(autostop=True)
+    assert sorted(results.take(2)) == [x * 3 for x in range(3000)]
+    assert {row["transport"] for row in env.job.edges()} == {"ray_queue"}
+    assert "config transport='ray_queue'" in env.describe()
+    assert_job_left_nothing(env.job)
+
+
+class Gate(MapFunction):
+    """Holds its first item until the test opens the gate (a queue it blocks on)."""
+
+    def __init__(self, gate, **kwargs):
+        super().__init__(**kwargs)
+        self.gate, self.opened = gate, False
+
+    def execute(self, x):
+        if not self.opened:
+            self.gate.get(timeout=60)
+            self.opened = True
+        return x
+
+
+def test_a_blocked_consumer_holds_its_producers_back_and_nothing_is_dropped(cluster, results):
+    gate = create_queue("ray_queue", name=f"t-gate-{uuid.uuid4().hex[:8]}", namespace="sage-tests")
+    try:
+        env = RemoteEnvironment("backpressure", config={"batch_size": 8, "queue_maxsize": 32})
+        n = 20_000
+        (env.from_collection(range(n), name="src").place(node_a=1)
+            .map(Gate, gate, name="gate").place(node_b=1)
+            .sink(Collect, results, name="sink").place(node_b=1))
+        job = env.submit()
+        with pytest.raises(TimeoutError):
+            job.wait(timeout=2)  # it cannot end: the gate holds its first item
+        produced = {m.operator: m.items_out for m in job.metrics()}["src"]
+        # the source ran only as far as the gate let it: the gate's queue (32), what the
+        # gate's loop took in one read (4 batches) and the batch the source is filling
+        assert 32 <= produced <= 32 + 4 * 8 + 8, produced
+        gate.put("open")
+        env.wait(timeout=60)
+        assert sorted(results.take(1)) == list(range(n))
+        assert_job_left_nothing(job)
+    finally:
+        gate.destroy()
+
+
+class Model(BaseService):
+    def __init__(self, factor):
+        self.factor = factor
+
+    def scale(self, x):
+        return x * self.factor
+
+    def fail(self, x):
+        raise ValueError(f"no answer for {x}")
+
+    def slow(self, seconds):
+        time.sleep(seconds)  # a service busy for that long
+        return seconds
+
+
+class UsesModel(MapFunction):
+    def execute(self, x):
+        sync = self.call_service["model"].scale(x, timeout=10)
+        future = self.call_service_async["model"].scale(x + 1, timeout=10)
+        out = [sync, future.result()]
+        if x == 0:
+            try:
+                self.call_service["model"].fail(x, timeout=10)
+            except ValueError as exc:
+                out.append(f"raised: {exc}")
+            try:
+                self.call_service["model"].slow(1.0, timeout=0.2)
+            except TimeoutError:
+                out.append("timed out")
+        return tuple(out)
+
+
+def test_services_answer_sync_and_async_from_another_node(cluster, results):
+    env = RemoteEnvironment("services")
+    env.register_service("model", Model, 10)
+    (env.from_collection(range(50), name="src").place(node_a=1)
+        .map(UsesModel, parallelism=2, name="use").place(node_b=1)
+        .sink(Collect, results, name="sink").place(node_a=1))
+    env.submit(autostop=True)
+    got = sorted(results.take(1))
+    assert got[0] == (0, 10, "raised: no answer for 0", "timed out")
+    assert got[1:] == [(x * 10, (x + 1) * 10) for x in range(1, 50)]
+    assert "requests of service:model: ray_queue" in env.describe()
+    assert_job_left_nothing(env.job)
+
+
+def _fails_at(x):
+    if x == 700:
+        raise KeyError(f"bad item {x}")
+    return x
+
+
+def test_an_exception_fails_the_job_with_its_traceback_and_a_second_job_is_isolated(
+        cluster, results):
+    survivor = RemoteEnvironment("survivor", config={"stop_timeout": 30})
+    survivor.from_source(Endless, delay=0.001, name="endless").place(node_a=1).sink(Collect, results,
+                                                                        name="sink")
+    survivor.submit()
+    env = RemoteEnvironment("fails")
+    (env.from_collection(range(5000), name="src").place(node_a=1)
+        .map(_fails_at, parallelism=2, name="check").place(node_b=1)
+        .sink(lambda x: None, name="drop"))
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match=r"'check' instance \d failed: KeyError") as info:
+        env.submit(autostop=True)
+    assert time.monotonic() - started < 20
+    assert "_fails_at" in info.value.traceback_text and "bad item 700" in str(info.value)
+    assert_job_left_nothing(env.job)
+    # the other job never noticed: it runs on, then stops with everything delivered
+    summary = survivor.stop(timeout=30)
+    got = results.take(1)
+    assert got == list(range(1, len(got) + 1)) and len(got) == summary.operators["sink"]["items_in"]
+    assert_job_left_nothing(survivor.job)
+
+
+def test_a_killed_actor_fails_the_job_within_seconds_naming_it(cluster, results):
+    env = RemoteEnvironment("killed")
+    (env.from_source(Endless, name="endless").place(node_a=1)
+        .map(lambda x: x, parallelism=2, name="relay").place(node_b=1)
+        .sink(lambda x: None, name="drop").place(node_b=1))
+    job = env.submit()
+    pid, _ = job.task_pids["relay[1]"]
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match=r"'relay' instance 1 failed: ActorDied: .*pid") as info:
+        env.wait(timeout=30)
+    assert time.monotonic() - started < 8, info.value
+    env.close()
+    assert_job_left_nothing(job)
+
+
+def test_a_removed_node_fails_the_job_within_seconds_naming_it(cluster, results):
+    node = cluster.add_node(num_cpus=1, resources={"node_c": 8})
+    cluster.wait_for_nodes()
+    env = RemoteEnvironment("node-gone")
+    (env.from_source(Endless, name="endless").place(node_a=1)
+        .map(lambda x: x + 1, name="far").place(node_c=1)
+        .map(lambda x: x - 1, name="near").place(node_c=1)
+        .sink(lambda x: None, name="drop").place(node_a=1))
+    job = env.submit()
+    assert _transport(job, "far", "near") == {INSIDE}  # a segment on the node that goes
+    with pytest.raises(TimeoutError):
+        job.wait(timeout=1)  # items flow
+    _, node_id = job.task_pids["far[0]"]
+    cluster.remove_node(node, allow_graceful=False)
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match=r"'(far|near)' instance 0 failed: ActorDied") as info:
+        env.wait(timeout=30)
+    assert time.monotonic() - started < 10, info.value
+    assert node_id[:8] in str(info.value)
+    env.close()
+    assert_job_left_nothing(job)
+
+
+def test_resources_no_node_has_are_refused_at_once(cluster):
+    env = RemoteEnvironment("nowhere")
+    env.from_collection([1]).place(gpu_box=1).sink(lambda x: None)
+    with pytest.raises(PlacementError, match=r"gpu_box=1 per instance.*ray start --resources"):
+        env.submit()
+    assert env.job is None or env.job.state == "failed"
