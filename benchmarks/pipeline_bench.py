@@ -12,6 +12,9 @@ Run from the repo root, with the native module built (Bytewax optional: `pip ins
 (b) the same with a CPU-heavy map (about 20 us per item) at parallelism 2.
 (c) word count with keyby (lines -> tokenize x2 -> keyby x2 -> count x2 -> sink).
 (d) source-to-sink latency at 1,000 items/s: p50 and p99.
+(ray) the (a) pipeline on RemoteEnvironment, on one node and across two (a loopback cluster of
+    two Ray nodes started here), against the same three stages as plain Ray actors calling
+    the next one per item and per batch of 64 (`--only ray` runs this alone).
 
 Hand-written pipelines and the runtime are timed from start (processes started) to the last
 item at the sink; Bytewax runs as a subprocess, so its rate comes from two runs of
@@ -268,6 +271,94 @@ def bytewax_rate(n: int, processes: int, heavy_rounds: int = 0) -> float | None:
     return (n - small) / spent
 
 
+# -- on Ray -----------------------------------------------------------------------------------
+
+def start_two_nodes():
+    """A head ("node_a") and one more node ("node_b") on loopback; the driver joins."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # 127.0.0.1 only
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "resources": {"node_a": 64}, "include_dashboard": False})
+    cluster.add_node(num_cpus=2, resources={"node_b": 64})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING")
+    return cluster
+
+
+def remote_rate(n: int, across: bool) -> float:
+    from sage.core.api import RemoteEnvironment
+
+    env = RemoteEnvironment("bench")
+    (env.from_batch(PoolSource, n).place(node_a=1)
+        .map(lambda d: d).place(**({"node_b": 1} if across else {"node_a": 1}))
+        .sink(lambda d: None).place(node_a=1))
+    return n / env.submit(autostop=True).wall_time
+
+
+def ray_actors_rate(n: int, batch: int) -> float:
+    """source -> map -> sink as plain actors, each call blocking on the next stage's answer
+    (ray.get per call): per item when batch is 1, else lists of ``batch`` items."""
+    import ray
+
+    @ray.remote(num_cpus=0, resources={"node_a": 1})
+    class Sink:
+        def __init__(self):
+            self.count = 0
+
+        def put(self, items):
+            self.count += len(items)
+
+    @ray.remote(num_cpus=0, resources={"node_a": 1})
+    class Map:
+        def __init__(self, sink):
+            self.sink = sink
+
+        def put(self, items):
+            ray.get(self.sink.put.remote([d for d in items]))
+
+    @ray.remote(num_cpus=0, resources={"node_a": 1})
+    class Source:
+        def __init__(self, stage):
+            self.stage = stage
+
+        def run(self, n, batch):
+            for start in range(0, n, batch):
+                ray.get(self.stage.put.remote([POOL[i & 1023] for i in range(start, min(n, start + batch))]))
+
+    sink = Sink.remote()
+    source = Source.remote(Map.remote(sink))
+    ray.get(source.run.remote(batch, batch))  # actors up and warm before the clock starts
+    started = time.perf_counter()
+    ray.get(source.run.remote(n, batch))
+    rate = n / (time.perf_counter() - started)
+    for actor in (source, sink):
+        ray.kill(actor)
+    return rate
+
+
+def ray_section(n: int, repeat: int) -> None:
+    import ray
+
+    cluster = start_two_nodes()
+    try:
+        one = best(repeat, lambda: remote_rate(n, across=False))
+        two = best(repeat, lambda: remote_rate(n, across=True))
+        per_item = best(repeat, lambda: ray_actors_rate(max(500, n // 100), 1))
+        batched = best(repeat, lambda: ray_actors_rate(n // 4, 64))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print("(ray) source -> map -> sink on Ray, small dicts   items/s   one node vs it")
+    print(f"    {'RemoteEnvironment, one node':38} {fmt(one)}")
+    print(f"    {'RemoteEnvironment, across two nodes':38} {fmt(two)}   {ratio(one, two)}")
+    print(f"    {'Ray actors, a call per item':38} {fmt(per_item)}   {ratio(one, per_item)}")
+    print(f"    {'Ray actors, a call per 64 items':38} {fmt(batched)}   {ratio(one, batched)}")
+    print("    targets (one node): >= 50x a call per item, >= 2x a call per 64 items\n")
+
+
 # -- report -----------------------------------------------------------------------------------
 
 def fmt(rate: float | None) -> str:
@@ -282,7 +373,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="a,b,c,d", help="scenarios, e.g. a,d")
+    parser.add_argument("--only", default="a,b,c,d,ray", help="scenarios, e.g. a,d or ray")
     args = parser.parse_args(argv)
     n = 50_000 if args.quick else 200_000
     only = set(args.only.split(","))
@@ -337,7 +428,9 @@ def main(argv=None) -> int:
         for mode in ("process", "thread"):
             p50, p99 = latency_us(mode, 1.0 if args.quick else 3.0)
             print(f"    runtime, {mode} mode{'':25} {p50:>10.1f} {p99:>10.1f}")
-        print("    targets: p50 <= 50 us, p99 <= 500 us")
+        print("    targets: p50 <= 50 us, p99 <= 500 us\n")
+    if "ray" in only:
+        ray_section(n, r)
     return 0
 
 
