@@ -64,7 +64,8 @@ def _cmd_bench(args) -> int:
 def _cmd_demo(args) -> int:
     from sage.runtime import demo
 
-    return demo.main(["--mode", args.mode, "--lines", str(args.lines)])
+    remote = [] if args.remote is None else ["--remote", args.remote]
+    return demo.main(["--mode", args.mode, "--lines", str(args.lines), *remote])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=["auto", "thread", "process"], default="auto",
                       help="auto: processes over sage_queue where it is built, else threads")
     demo.add_argument("--lines", type=int, default=200_000, help="corpus lines (default 200,000)")
+    demo.add_argument("--remote", nargs="?", const="", default=None, metavar="ADDRESS",
+                      help="run on Ray (each instance an actor): the cluster at ADDRESS, else "
+                           "SAGE_QUEUE_RAY_ADDRESS, else a local Ray on 127.0.0.1")
     demo.set_defaults(run=_cmd_demo)
     return parser
 

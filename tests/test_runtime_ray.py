@@ -370,3 +370,15 @@ def test_resources_no_node_has_are_refused_at_once(cluster):
     with pytest.raises(PlacementError, match=r"gpu_box=1 per instance.*ray start --resources"):
         env.submit()
     assert env.job is None or env.job.state == "failed"
+
+
+def test_the_demo_runs_on_ray_with_its_progress_and_checked_counts(cluster):
+    import io
+
+    from sage.runtime.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo(3000, "remote", out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert f"on Ray at {cluster.address}" in text
+    assert "check: the counts match a one-process count" in text

@@ -4,7 +4,9 @@ Word count over a built-in corpus: lines -> tokenize (flatmap, parallelism 2) ->
 word (parallelism 2) -> count (parallelism 2) -> top-k sink. Each stage's items and
 items/s show live while it runs (a rich table on a terminal where rich is installed,
 plain lines otherwise), a table at the end, and the counts are checked against a
-one-process count. Process mode (the native queue) where it is built, threads elsewhere.
+one-process count. Process mode (the native queue) where it is built, threads elsewhere;
+``--remote [ADDRESS]`` runs it on Ray (RemoteEnvironment: each instance an actor), on the
+cluster at ADDRESS, else SAGE_QUEUE_RAY_ADDRESS, else a local Ray on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import time
 import uuid
 
-from sage.core.api import JobFailedError, LocalEnvironment
+from sage.core.api import JobFailedError, LocalEnvironment, RemoteEnvironment
 from sage.core.function import BatchFunction, MapFunction, SinkFunction
 from sage.utils import create_queue, is_sage_queue_available
 
@@ -154,18 +156,26 @@ def _progress(out):
     return Progress(out)
 
 
-def run_demo(lines: int, mode: str, top: int = 10, out=None) -> int:
+def run_demo(lines: int, mode: str, top: int = 10, out=None, address: str | None = None) -> int:
+    """``mode`` "remote": on Ray, at ``address`` (else the configured or a local Ray)."""
     out = out or sys.stdout
-    env = LocalEnvironment("sage-demo", mode=mode)
-    results = create_queue("sage_queue" if mode == "process" else "python_queue",
-                           name=f"sage-demo-results-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    name = f"sage-demo-results-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if mode == "remote":
+        from sage.runtime.ray_job import connect
+
+        env = RemoteEnvironment("sage-demo", address=address)
+        where = f"on Ray at {connect(address)}"  # joined before the results queue is made
+        results = create_queue("ray_queue", name=name)
+    else:
+        env = LocalEnvironment("sage-demo", mode=mode)
+        where = f"{mode} mode ({'sage_queue' if mode == 'process' else 'python_queue'})"
+        results = create_queue("sage_queue" if mode == "process" else "python_queue", name=name)
     (env.from_batch(Corpus, lines, name="corpus")
         .flatmap(str.split, parallelism=2, name="tokenize")
         .keyby(lambda word: word, parallelism=2, name="keyby")
         .map(CountWords, parallelism=2, name="count")
         .sink(TopK, results, name="top-k"))
-    out.write(f"sage demo: word count over {lines:,} lines, {mode} mode "
-              f"({'sage_queue' if mode == 'process' else 'python_queue'})\n")
+    out.write(f"sage demo: word count over {lines:,} lines, {where}\n")
     progress = _progress(out)
     started = time.monotonic()
     try:
@@ -216,9 +226,14 @@ def main(argv=None) -> int:
                         help="auto: process where the native queue is built, else thread")
     parser.add_argument("--lines", type=int, default=200_000, help="corpus lines (default 200,000)")
     parser.add_argument("--top", type=int, default=10, help="words in the final list")
+    parser.add_argument("--remote", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run on Ray: the cluster at ADDRESS, else SAGE_QUEUE_RAY_ADDRESS, "
+                             "else a local Ray on 127.0.0.1")
     args = parser.parse_args(argv)
     if args.lines < 0 or args.top < 0:
         parser.error("--lines and --top must be >= 0")
+    if args.remote is not None:
+        return run_demo(args.lines, "remote", args.top, address=args.remote or None)
     mode = args.mode
     if mode == "auto":
         mode = "process" if is_sage_queue_available() else "thread"

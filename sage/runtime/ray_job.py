@@ -78,13 +78,26 @@ def connect(address: str | None = None) -> str:
         if address:
             ray.init(address=address, **quiet)
         else:
-            # a cluster of our own: "local" starts one (with no address, Ray joins the last
-            # cluster started on this machine, whoever's it is); loopback only, never the
-            # machine's network address; token authentication guards a cluster others can
-            # reach, this one they cannot
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
+            _start_local_ray(**quiet)
     return ray.get_runtime_context().gcs_address
+
+
+def _start_local_ray(**options) -> None:
+    """A Ray of our own, on loopback only. address="local": with no address Ray joins the
+    last cluster started on this machine, whoever's it is. Ray turns 127.0.0.1 into the
+    machine's network address unless its ENABLE_RAY_CLUSTER is off (read at each lookup;
+    its environment variable counts only before Ray is imported); off for this start only,
+    as a driver joining a real cluster later needs its network address. Token
+    authentication guards a cluster others can reach; this one they cannot."""
+    from ray._private import ray_constants
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address="127.0.0.1", **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @dataclasses.dataclass
