@@ -487,7 +487,10 @@ def self_check_main() -> int:
         import sage  # noqa: F401
         import sage_ext  # noqa: F401
     except ImportError as exc:
+        # Nothing below can run without it: report this alone, as a problem, not a crash.
         result["problems"].append(f"the sage package does not import: {exc}")
+        print(json.dumps(result))
+        return EXIT_OK
     result["native"] = _self_check_native()
     result["ray"] = _self_check_ray()
     result["python_queue"] = _self_check_python_queue()

@@ -266,3 +266,87 @@ def test_check_with_nothing_installed_exits_3(tmp_path):
     proc = run_install(REPO, "--check", "--venv", str(tmp_path / "no-venv"))
     assert proc.returncode == 3, proc.output
     assert "nothing installed" in proc.stdout
+
+
+# -- reinstalls, broken installs, bad arguments ----------------------------------------------
+
+def test_reinstall_after_a_native_source_change_rebuilds_the_module(tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    first = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
+    assert first.returncode == 0, first.output
+    [so] = native_modules(repo)
+    built = so.stat().st_mtime_ns
+    with open(repo / "sage_ext" / "sage_queue" / "src" / "shm_queue.cpp", "a") as source:
+        source.write("\n// changed by test_install: the next --full must rebuild\n")
+    check = run_install(repo, "--check", "--venv", str(venv))
+    assert "sources changed since the install: run `python install.py --full`" in check.stdout
+
+    second = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
+
+    assert second.returncode == 0, second.output
+    assert "changing the install in" in second.stdout
+    assert "native sources or packaging files changed" in second.stdout
+    assert "sage_queue  built; put/get across two processes ok" in second.stdout
+    [so] = native_modules(repo)
+    assert so.stat().st_mtime_ns > built
+    third = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
+    assert "already installed: full; nothing to do" in third.stdout
+
+
+def test_check_of_a_broken_install_says_what_is_wrong_and_a_rerun_repairs_it(tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    assert run_install(repo, "--minimal", "--no-ray", "--venv", str(venv)).returncode == 0
+    # a packaging change is a reinstall; a Python source change is not (the install is editable)
+    (repo / "sage" / "utils" / "queue_tool.py").write_text(
+        (repo / "sage" / "utils" / "queue_tool.py").read_text() + "\n# changed by test_install\n")
+    same = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
+    assert "already installed: minimal; nothing to do" in same.stdout, same.output
+    uninstall = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y",
+                                "sage-queue"], capture_output=True, text=True, timeout=300)
+    assert uninstall.returncode == 0, uninstall.stdout + uninstall.stderr
+
+    check = run_install(repo, "--check", "--venv", str(venv))
+
+    assert check.returncode == 1, check.output
+    assert "the sage package does not import" in check.stdout
+    assert "the recorded minimal profile does not work: run `python install.py --minimal`" in check.stdout
+    repaired = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
+    assert repaired.returncode == 0, repaired.output
+    assert "does not work" in repaired.stdout and "installing again" in repaired.stdout
+    assert run_install(repo, "--check", "--venv", str(venv)).returncode == 0
+
+
+def test_a_packaging_change_reinstalls(tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    assert run_install(repo, "--minimal", "--no-ray", "--venv", str(venv)).returncode == 0
+    with open(repo / "pyproject.toml", "a") as pyproject:
+        pyproject.write("\n# changed by test_install\n")
+
+    again = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
+
+    assert again.returncode == 0, again.output
+    assert "native sources or packaging files changed" in again.stdout
+    assert "installed: minimal in" in again.stdout
+
+
+def test_venv_at_a_directory_that_is_not_a_venv_exits_2_and_leaves_it_alone(tmp_path):
+    target = tmp_path / "not-a-venv"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+
+    proc = run_install(REPO, "--minimal", "--no-ray", "--venv", str(target))
+
+    assert proc.returncode == 2, proc.output
+    assert f"install.py: error: {target} exists and is not a virtual environment: remove it or " \
+           "choose another --venv" in proc.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_cxx_that_names_no_executable_exits_2_before_creating_anything(tmp_path):
+    venv = tmp_path / "venv"
+    proc = run_install(REPO, "--full", "--no-ray", "--venv", str(venv),
+                       env={"CXX": "no-such-compiler-here"})
+    assert proc.returncode == 2, proc.output
+    assert "CXX='no-such-compiler-here' is not an executable: fix CXX or unset it" in proc.stderr
+    assert not venv.exists()
