@@ -741,7 +741,6 @@ CORRUPT_CASES = {
     "random_bytes": (lambda real: bytearray(os.urandom(len(real))), ("never initialised", "not a sage_queue")),
     "random_bytes_marked_ready": (lambda real: patched(OFF_READY, "<I", 1)(bytearray(os.urandom(len(real)))),
                                   "not a sage_queue segment"),
-    "zero_bytes": (lambda real: bytearray(), ("never initialised", "too short", "too small", "not a sage_queue")),
     "too_short": (lambda real: real[:100], ("never initialised", "too short", "too small", "not a sage_queue")),
     "truncated_real_segment": (lambda real: real[: len(real) // 2], "sizes are inconsistent"),
     "extended_real_segment": (lambda real: real + bytes(4096), "sizes are inconsistent"),
@@ -751,7 +750,6 @@ CORRUPT_CASES = {
     "bad_capacity": (patched(OFF_CAPACITY, "<Q", 1 << 30), "sizes are inconsistent"),
     "capacity_not_page_multiple": (patched(OFF_CAPACITY, "<Q", 64 * 1024 - 8), "sizes are inconsistent"),
     "bad_total_size": (patched(OFF_TOTAL, "<Q", 1 << 40), "sizes are inconsistent"),
-    "never_marked_ready": (patched(OFF_READY, "<I", 0), "never initialised"),
     "ring_offsets_inconsistent": (patched(OFF_HEAD, "<Q", 1 << 20),
                                   ("ring offsets are inconsistent", "ring positions are out of order")),
 }
@@ -768,6 +766,64 @@ def test_attaching_to_a_foreign_or_corrupt_segment_raises_segment_corrupt_error(
     choices = words if isinstance(words, tuple) else (words,)
     assert name in r["msg"] and any(w in r["msg"] for w in choices), f"unclear message: {r['msg']!r}"
     assert r["elapsed"] < scaled(5), f"took {r['elapsed']:.1f} s to give up"
+
+
+# A creator locks its file from creation until the segment is ready: a file that is not
+# ready, whose lock nobody holds, and that is older than an opener waits was left by a
+# creator that died while creating it.
+UNFINISHED_CASES = {
+    "died_before_sizing": lambda real: bytearray(),
+    "died_before_marking_ready": patched(OFF_READY, "<I", 0),
+}
+
+
+@pytest.mark.parametrize("case", list(UNFINISHED_CASES))
+def test_a_segment_left_unfinished_by_a_dead_creator_is_removed_and_its_name_reused(fresh, case):
+    name = fresh.name()
+    path = write_segment_file(name, UNFINISHED_CASES[case](real_segment_bytes()))
+    r = run_open(name)  # open only: the name is free again, and says why
+    assert r["result"] == "FileNotFoundError", r
+    assert name in r["msg"] and "died while creating it" in r["msg"] and "removed" in r["msg"], r["msg"]
+    assert not os.path.exists(path)
+    write_segment_file(name, UNFINISHED_CASES[case](real_segment_bytes()))
+    q = sq().SageQueue(name)  # open or create: a fresh queue under the same name
+    try:
+        q.put("fresh")
+        assert q.get(timeout=5) == "fresh"
+        assert os.stat(path).st_size > 0
+    finally:
+        q.destroy()
+
+
+UNFINISHED_CREATOR = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a creator does, until its segment is ready
+    os.ftruncate(fd, int(sys.argv[2]))
+    print("created", flush=True)
+    time.sleep(float(sys.argv[3]))
+    """
+)
+
+
+def test_an_opener_waits_for_a_live_creator_and_reuses_the_name_once_it_dies(fresh):
+    name = fresh.name()
+    size = len(real_segment_bytes())
+    creator = subprocess.Popen([sys.executable, "-c", UNFINISHED_CREATOR, segment_file(name), str(size), "60"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert creator.stdout.readline().strip() == "created"
+        # Alive and holding its lock past the wait: refused as never initialised, not removed.
+        r = run_open(name)
+        assert r["result"] == "corrupt" and "never initialised" in r["msg"], r
+        assert os.path.exists(segment_file(name))
+    finally:
+        creator.kill()
+        creator.wait()
+    r = run_open(name)  # its creator is dead now
+    assert r["result"] == "FileNotFoundError" and "died while creating it" in r["msg"], r
+    assert not os.path.exists(segment_file(name))
 
 
 CORRUPT_RECORD_SCRIPT = textwrap.dedent(

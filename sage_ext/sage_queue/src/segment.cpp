@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace sage {
@@ -129,6 +131,23 @@ AttachedSegment create_segment(int fd, const std::string& queue, const std::stri
     return a;
 }
 
+namespace {
+
+// Whether the creator of an unready segment is gone: nobody holds the lock it takes at
+// creation, and the file is older than an opener waits (a creator takes the lock right
+// after creating the file, so a young file with the lock free may be mid-creation).
+bool creator_gone(int fd) {
+    struct stat st{};
+    timespec now{};
+    if (fstat(fd, &st) != 0 || clock_gettime(CLOCK_REALTIME, &now) != 0) return false;
+    const double age = double(now.tv_sec - st.st_ctim.tv_sec) + double(now.tv_nsec - st.st_ctim.tv_nsec) * 1e-9;
+    if (age < kInitWaitSeconds || flock(fd, LOCK_SH | LOCK_NB) != 0) return false;
+    flock(fd, LOCK_UN);
+    return true;
+}
+
+}  // namespace
+
 AttachedSegment attach_segment(int fd, uint64_t file_size, const std::string& queue, uint64_t capacity_bytes,
                                uint64_t maxsize) {
     const uint64_t header_size = ring_offset();
@@ -149,6 +168,8 @@ AttachedSegment attach_segment(int fd, uint64_t file_size, const std::string& qu
             if (ready || foreign) break;
             header = Mapping();
         }
+        if (creator_gone(fd))
+            throw AbandonedSegment("queue '" + queue + "' was left unfinished by a creator that died while creating it");
         if (monotonic_seconds() > give_up)
             throw CorruptSegment("queue '" + queue + "' was never initialised (its creator may have died while "
                                  "creating it)" + kCleanup);

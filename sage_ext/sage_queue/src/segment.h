@@ -34,7 +34,13 @@ AttachedSegment create_segment(int fd, const std::string& queue, const std::stri
                                uint64_t capacity_bytes, uint64_t maxsize, bool persistent,
                                const ProcessIdentity& me);
 
-// Maps an existing segment: waits for its creator to finish, checks the header on a
+// A segment its creator never finished: the creator is gone (it no longer holds the file's
+// lock) and the file is older than an opener waits. Its name may be removed and reused.
+struct AbandonedSegment : CorruptSegment {
+    using CorruptSegment::CorruptSegment;
+};
+
+// Maps an existing segment: waits for its creator to finish (AbandonedSegment if it died), checks the header on a
 // header-only mapping (no page of a file that fails is ever touched), then maps the whole
 // file, populated. Throws with nothing left mapped. capacity_bytes/maxsize of 0 accept the
 // segment's own.

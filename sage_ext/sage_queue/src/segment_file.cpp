@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -106,6 +107,9 @@ int create_segment_file(const std::string& shm_name, FileId& id) {
     const std::string path = shm_file_path(shm_name);
     int fd = ::open(path.c_str(), kOpenFlags | O_CREAT | O_EXCL, 0600);
     if (fd < 0) return -1;
+    // Held until the descriptor closes, after the segment is ready: an opener that finds the
+    // file unready and this lock free knows its creator died (see attach_segment).
+    flock(fd, LOCK_EX | LOCK_NB);
     struct stat st{};
     fchmod(fd, 0600);  // never wider than owner-only, whatever the umask
     if (fstat(fd, &st) != 0) {

@@ -59,7 +59,14 @@ ShmQueue::ShmQueue(const std::string& name, uint64_t capacity_bytes, uint64_t ma
             if (mode == OpenMode::open_or_create) continue;  // removed meanwhile: create it
             throw SystemError("no queue named '" + name + "' (no file " + shm_file_path(path) + ")", ENOENT);
         }
-        s.segment = attach_segment(fd.get(), file_size, name, capacity_bytes, maxsize);
+        try {
+            s.segment = attach_segment(fd.get(), file_size, name, capacity_bytes, maxsize);
+        } catch (const AbandonedSegment& e) {
+            unlink_if_same_file(path, s.file);  // ours (the trust checks passed) and dead: reuse the name
+            if (mode == OpenMode::open_only)
+                throw SystemError("no queue named '" + name + "': " + e.what() + "; its file was removed", ENOENT);
+            continue;
+        }
         // From here on the mapping is ours to undo if joining fails.
         Joined joined;
         try {
