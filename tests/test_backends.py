@@ -187,5 +187,5 @@ def test_install_hints_name_install_py_in_a_checkout_and_pip_from_a_wheel(monkey
     monkeypatch.setattr(install_hint, "from_checkout", lambda: False)
     native = queue_adapter.BACKENDS["sage_queue"].install_hint
     assert "install.py" not in native
-    assert "SAGE_BUILD_NATIVE=1 pip install --force-reinstall --no-binary sage-queue sage-queue" in native
+    assert "SAGE_BUILD_NATIVE=1 pip install --force-reinstall --no-deps --no-cache-dir --no-binary sage-queue sage-queue" in native
     assert "pip install 'sage-queue[ray]'" in queue_adapter.BACKENDS["ray_queue"].install_hint

@@ -415,3 +415,17 @@ def test_a_ray_queue_handed_to_a_task_and_to_an_actor_is_the_same_queue(ray_clus
         ray.kill(consumer)
     finally:
         q.destroy()
+
+
+@requires_ray
+def test_configured_ray_namespace_reaches_the_queue_actor(ray_cluster, clean_env):
+    from sage.utils.ray_queue import ACTOR_NAME_PREFIX
+
+    clean_env.setenv("SAGE_QUEUE_RAY_NAMESPACE", "sage-contract-ns")
+    q = create_queue("ray_queue", name=f"ns-{uuid.uuid4().hex[:10]}")
+    try:
+        assert q.namespace == "sage-contract-ns"
+        actor = ray_cluster.get_actor(ACTOR_NAME_PREFIX + q.name, namespace="sage-contract-ns")
+        assert ray_cluster.get(actor.state.remote())["maxsize"] == q.maxsize
+    finally:
+        q.destroy()

@@ -25,11 +25,12 @@ def native_build_hint() -> str:
     if from_checkout():
         return "run `python install.py --full` (builds the native extension with CMake)"
     # setup.py builds the extension only with SAGE_BUILD_NATIVE=1, so it has to be built
-    # from the source distribution, not taken from a (pure-Python) wheel.
+    # from the source distribution: --no-binary refuses wheels, and --no-cache-dir keeps pip
+    # from reusing the pure-Python wheel it built and cached from that sdist before.
     return (f"this {DISTRIBUTION} was installed from a wheel without it: rebuild from the source "
-            f"distribution with `SAGE_BUILD_NATIVE=1 pip install --force-reinstall --no-binary "
-            f"{DISTRIBUTION} {DISTRIBUTION}` (or the sdist's path instead of the last name; "
-            "needs a C++ compiler and CMake >= 3.18 on PATH)")
+            f"distribution with `SAGE_BUILD_NATIVE=1 pip install --force-reinstall --no-deps "
+            f"--no-cache-dir --no-binary {DISTRIBUTION} {DISTRIBUTION}` (or the sdist's path "
+            "instead of the last name; needs a C++ compiler and CMake >= 3.18 on PATH)")
 
 
 def ray_hint() -> str:
