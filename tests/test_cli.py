@@ -282,12 +282,16 @@ def test_bench_on_ray_keeps_rays_start_up_lines_out_unless_verbose():
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    args = ("bench", "--placement", "ray", "--items", "640", "--batch", "64")
-    quiet = sage(*args, env=env)
+    quiet = sage("bench", "--placement", "ray", "--items", "640", "--ray-items", "40",
+                 "--batch", "1", "--batch", "64", "--json", env=env)
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == "", quiet.stderr
-    assert [line.split()[1] for line in quiet.stdout.splitlines()[1:3]] == [
-        "ray_queue", "ray.util.queue.Queue"]
-    loud = sage("--verbose", *args, env=env)
-    assert loud.returncode == 0, loud.stderr
-    assert "Started a local Ray instance" in loud.stderr + loud.stdout
+    rows = json.loads(quiet.stdout)
+    assert [(r["queue"], r["batch"], r["items"]) for r in rows] == [
+        ("ray_queue", 1, 40), ("ray.util.queue.Queue", 1, 40),
+        ("ray_queue", 64, 640), ("ray.util.queue.Queue", 64, 640)]
+    assert rows[0]["versus"] == "ray.util.queue.Queue"
+    for verbose in (["--verbose", "bench"], ["bench", "--verbose"]):
+        loud = sage(*verbose, "--placement", "ray", "--items", "640", "--batch", "64", env=env)
+        assert loud.returncode == 0, loud.stderr
+        assert "Started a local Ray instance" in loud.stderr + loud.stdout
