@@ -5,14 +5,14 @@ progress through shared memory (multiprocessing RawArray), never through a queue
 what a child reported is exactly what it had finished when it died.
 """
 
-import os
-import queue
+import itertools
+import random
 import struct
 import time
 
-from support import items
+from support import items, roles
 
-# -- checksummed, sequence-numbered items (tests/support/items.py), all of producer 0 -----
+# -- the items of the producer tests: checksummed and numbered (tests/support/items.py) --------
 
 
 def item_size(seq, large):
@@ -21,73 +21,28 @@ def item_size(seq, large):
     return large if h % 16 == 5 else h % 1500
 
 
-def make_item(seq, large=64 * 1024):
-    """Three encodings, so raw, pickled and out-of-band records all get killed mid-copy."""
-    return items.make_item(0, seq, os.urandom(item_size(seq, large)), items.ENCODINGS[seq % 3])
+def item_maker(large=64 * 1024):
+    """make_item(producer, seq) for roles.Producer: three encodings in turn, so raw, pickled
+    and out-of-band records all get killed mid-copy."""
+    rng = random.Random()  # seeded afresh in each process that calls this
 
+    def make_item(producer, seq):
+        return items.make_item(producer, seq, items.payload(item_size(seq, large), rng), items.ENCODINGS[seq % 3])
 
-def check_item(obj):
-    """Return the item's sequence number; raise ValueError if it is garbled."""
-    return items.check_item(obj)[1]
+    return make_item
 
 
 # -- workers (run in forked children) ----------------------------------------------------
 
 
-def produce(q, prog, mode, batch_max, limit, large):
-    """Put items 0, 1, 2, ... forever (or up to limit).
-
-    prog[0] = 1 once running; prog[2] = last seq of the put in flight, written before
-    the call; prog[1] = last seq whose put (or put_many) returned, written right after.
-    """
-    prog[0] = 1
-    seq = 0
-    k = 1
-    while seq < limit:
-        if mode == "put":
-            prog[2] = seq
-            q.put(make_item(seq, large))
-            prog[1] = seq
-            seq += 1
-        else:
-            k = k % batch_max + 1  # batch sizes 1..batch_max in turn
-            items = [make_item(s, large) for s in range(seq, seq + k)]
-            prog[2] = seq + k - 1
-            q.put_many(items)
-            prog[1] = seq + k - 1
-            seq += k
-
-
-def consume(q, seqs, times, state, mode, batch, work=0.0):
-    """Take items until QueueClosed, recording each seq (and when) once it is handled
-    (checked, then `work` seconds of busy "processing").
-
-    state[0] = 1 once running, state[1] = number of seqs recorded, state[2] = garbled items.
-    A child killed between get returning and the count update loses that one batch.
-    """
-    from sage_ext.sage_queue.python.sage_queue import QueueClosed
-
-    state[0] = 1
-    n = 0
-    while True:
-        try:
-            got = [q.get(timeout=0.05)] if mode == "get" else q.get_many(batch, timeout=0.05)
-        except queue.Empty:
-            continue
-        except QueueClosed:
-            return
-        t = time.monotonic()
-        while time.monotonic() - t < work:
-            pass
-        for obj in got:
-            try:
-                seqs[n] = check_item(obj)
-            except ValueError:
-                state[2] += 1
-                seqs[n] = -1
-            times[n] = t
-            n += 1
-        state[1] = n
+def produce(q, progress, mode, batch_max, limit, large):
+    """Producer 0 of ``progress``: items 0, 1, 2, ... up to ``limit``, one put() each (mode
+    "put") or one put_many() of 2, 3, ..., batch_max, 1, 2, ... items in turn."""
+    if mode == "put":
+        sizes, many = itertools.repeat(1), False
+    else:
+        sizes, many = itertools.islice(itertools.cycle(range(1, batch_max + 1)), 1, None), True
+    roles.Producer(q, 0, progress, item_maker(large)).run(sizes, limit, many)
 
 
 def churn(q, prog, batch):

@@ -29,6 +29,7 @@ import time
 import uuid
 
 import pytest
+from support import roles
 
 import fault_workers as fw
 from conftest import (
@@ -199,37 +200,23 @@ def stopped(pid):
 @pytest.mark.parametrize("mode", ["put", "put_many"])
 def test_producer_killed_at_random_moments_loses_nothing_that_was_put_and_garbles_nothing(fresh, mode, rng):
     trials = 25
+    most = 1 << 18  # seqs a producer may put in a trial; it puts a few thousand before the kill
     stalls, drains, notes, lock_recoveries, abandoned, delivered_in_flight = [], [], [], 0, 0, 0
     for trial in range(trials):
-        q = fresh.queue(capacity_bytes=4 << 20)
+        q = fresh.queue(capacity_bytes=4 << 20)  # half the default: wraps ~4 times before the kill
         path = segment_file(q.name)
-        prog = ctx.RawArray("q", 4)
-        prog[1] = prog[2] = -1
-        p = fresh.process(fw.produce, q, prog, mode, 16, 10**9, 128 * 1024)
-        got, times, garbled = [], [], []
-
-        def consumer():
-            while True:
-                try:
-                    # A bounded wait longer than one 20 ms liveness slice; a consumer asleep in
-                    # get() with no timeout is the subject of the mid-copy tests further down.
-                    obj = q.get(timeout=0.03)
-                except queue.Empty:
-                    continue  # not progress: an Empty while items wait behind a dead record is a stall
-                except sq().QueueClosed:
-                    return
-                times.append(time.monotonic())
-                try:
-                    got.append(fw.check_item(obj))
-                except ValueError as e:
-                    garbled.append(str(e))
-
-        th = threading.Thread(target=consumer, daemon=True)
+        progress, tally, times = roles.Progress(1), roles.Tally(1, 1, most), ctx.RawArray("d", most)
+        p = fresh.process(fw.produce, q, progress, mode, 16, most, 128 * 1024)
+        # A bounded wait longer than one 20 ms liveness slice; a consumer asleep in get() with
+        # no timeout is the subject of the mid-copy tests further down. Its Empty is not
+        # progress: an Empty while items wait behind a dead record is a stall.
+        th = threading.Thread(target=roles.consume, args=(q, tally, 0), kwargs=dict(timeout=0.03, times=times),
+                              daemon=True)
         th.start()
-        wait_for(lambda: prog[0] == 1, 10, "the producer to start")
+        wait_for(lambda: progress.handed(0) >= 0, 10, "the producer to start")
         time.sleep(rng.uniform(0.0, 0.04))
         t_kill = kill(p)
-        last_done, in_flight = prog[1], prog[2]
+        last_done, in_flight = progress.returned(0), progress.handed(0)
         wait_for(lambda: q.qsize() == 0, 3, "the consumer to drain the queue after the kill")
         t_drained = time.monotonic()
         q.close()
@@ -238,14 +225,16 @@ def test_producer_killed_at_random_moments_loses_nothing_that_was_put_and_garble
         s = q.stats()
         q.detach()
 
-        assert not garbled, f"trial {trial}: garbled items delivered: {garbled[:3]}"
-        assert got == list(range(len(got))), f"trial {trial}: not exactly once in order: {got[-5:]}"
-        top = len(got) - 1
+        assert not tally.garbled[0], f"trial {trial}: {tally.garbled[0]} garbled items delivered: {tally.first_garbled()}"
+        got, top = tally.recorded[0], tally.highest(0, 0)
+        assert tally.out_of_order[0] == 0 and got == top + 1, (
+            f"trial {trial}: not exactly once in order: {got} items up to seq {top}, "
+            f"{tally.out_of_order[0]} out of order")
         assert last_done <= top <= in_flight, (
             f"trial {trial}: delivered up to {top}; puts returned up to {last_done}, "
             f"in flight up to {in_flight}"
         )
-        stall = max_gap(t_kill, times, t_drained)
+        stall = max_gap(t_kill, times[:got], t_drained)
         assert stall < STALL_HARD_LIMIT, f"trial {trial}: consumer silent for {stall * 1e3:.0f} ms after the kill"
         drain = t_drained - t_kill
         assert drain < STALL_HARD_LIMIT, (
@@ -253,7 +242,7 @@ def test_producer_killed_at_random_moments_loses_nothing_that_was_put_and_garble
         assert not os.path.exists(path), "segment left behind by a killed producer"
         stalls.append(stall)
         drains.append(drain)
-        notes.append(f"{s}; delivered {len(got)}, last put returned {last_done}, in flight {in_flight}")
+        notes.append(f"{s}; delivered {got}, last put returned {last_done}, in flight {in_flight}")
         lock_recoveries += s.lock_recoveries
         abandoned += s.abandoned_records
         delivered_in_flight += top > last_done
@@ -274,30 +263,26 @@ def test_consumer_killed_at_random_moments_loses_at_most_its_batch_and_duplicate
     trials = 20
     batch = 1 if mode == "get" else 8
     limit = 200_000
-    arrays = {
-        who: (ctx.RawArray("q", limit), ctx.RawArray("d", limit), ctx.RawArray("q", 4))
-        for who in ("survivor", "victim")
-    }
+    SURVIVOR, VICTIM = 0, 1  # consumers of the Tally
     put_gaps, get_gaps, notes = [], [], []
     lock_recoveries = reclaimed = lost_total = 0
     for trial in range(trials):
         q = fresh.queue(capacity_bytes=512 * 1024)
-        for _seqs, _times, state in arrays.values():
-            state[0] = state[1] = state[2] = 0
-        survivor = fresh.process(fw.consume, q, *arrays["survivor"], "get_many", 16)
-        victim = fresh.process(fw.consume, q, *arrays["victim"], mode, batch, 200e-6)
-        wait_for(lambda: arrays["survivor"][2][0] and arrays["victim"][2][0], 10, "consumers to start")
+        tally, survivor_times = roles.Tally(2, 1, limit), ctx.RawArray("d", limit)
+        producer = roles.Producer(q, 0, roles.Progress(1), fw.item_maker(32 * 1024))
+        survivor = fresh.process(roles.consume, q, tally, SURVIVOR, 16, True, 0.05, 0.0, survivor_times)
+        victim = fresh.process(roles.consume, q, tally, VICTIM, batch, mode == "get_many", 0.05, 200e-6)
+        wait_for(lambda: q.info()["waiters"]["get"] == 2, 10, "consumers to start")
         killed = []
         delay = rng.uniform(0.005, 0.05)
         killer = threading.Timer(delay, lambda: killed.append(kill(victim)))
         killer.start()
-        put_times, seq = [], 0
-        while seq < limit and not (killed and time.monotonic() > killed[0] + 0.15):
-            q.put(fw.make_item(seq, 32 * 1024), timeout=2)
+        put_times = []
+        while producer.seq < limit and not (killed and time.monotonic() > killed[0] + 0.15):
+            producer.put(producer.items(1), timeout=2)
             put_times.append(time.monotonic())
-            seq += 1
         killer.join()
-        t_kill, t_stop = killed[0], time.monotonic()
+        t_kill, t_stop, seq = killed[0], time.monotonic(), producer.seq
         wait_for(lambda: q.qsize() == 0, 3, "the survivor to drain the queue")
         q.close()
         survivor.join(5)
@@ -305,25 +290,22 @@ def test_consumer_killed_at_random_moments_loses_at_most_its_batch_and_duplicate
         s = q.stats()
         q.destroy()
 
-        taken = {}
-        for who, (seqs, _times, state) in arrays.items():
-            assert state[2] == 0, f"trial {trial}: {who} got {state[2]} garbled items"
-            taken[who] = list(seqs[: state[1]])
-            assert taken[who] == sorted(taken[who]), f"trial {trial}: {who} saw items out of order"
-        everything = taken["survivor"] + taken["victim"]
-        assert len(everything) == len(set(everything)), f"trial {trial}: an item was delivered twice"
-        assert set(everything) <= set(range(seq)), f"trial {trial}: an item nobody put"
-        lost = sorted(set(range(seq)) - set(everything))
+        for who, c in (("survivor", SURVIVOR), ("victim", VICTIM)):
+            assert tally.garbled[c] == 0, f"trial {trial}: {who} got {tally.garbled[c]} garbled items"
+            assert tally.out_of_order[c] == 0, f"trial {trial}: {who} saw items out of order"
+        delivered = tally.delivered()
+        assert max(delivered) <= 1, f"trial {trial}: an item was delivered twice"
+        assert not any(delivered[seq:]), f"trial {trial}: an item nobody put"
+        lost = [i for i in range(seq) if not delivered[i]]
         assert len(lost) <= batch, f"trial {trial}: {len(lost)} items lost (batch {batch}): {lost[:10]}"
         assert not lost or lost == list(range(lost[0], lost[0] + len(lost))), (
             f"trial {trial}: lost items are not one batch: {lost}"
         )
         put_gap = max_gap(t_kill, put_times, t_stop)
-        survivor_times = arrays["survivor"][1][: arrays["survivor"][2][1]]
-        get_gap = max_gap(t_kill, survivor_times, t_stop)
+        get_gap = max_gap(t_kill, survivor_times[: tally.recorded[SURVIVOR]], t_stop)
         put_gaps.append(put_gap)
         get_gaps.append(get_gap)
-        notes.append(f"{s}; put {seq}, survivor took {len(taken['survivor'])}, victim {len(taken['victim'])}, "
+        notes.append(f"{s}; put {seq}, survivor took {tally.recorded[SURVIVOR]}, victim {tally.recorded[VICTIM]}, "
                      f"lost {lost}; killed {delay * 1e3:.0f} ms in")
         lock_recoveries += s.lock_recoveries
         reclaimed += s.reclaimed_records

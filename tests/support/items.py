@@ -10,15 +10,27 @@ intact item from a garbled one whatever a consumer got back.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import zlib
 
-__all__ = ["ENCODINGS", "RAW_HEADER", "check_item", "make_item"]
+__all__ = ["ENCODINGS", "MAX_PAYLOAD_BYTES", "RAW_HEADER", "check_item", "make_item", "payload"]
 
 ENCODINGS = ("raw", "pickle", "out_of_band")
 _ID = struct.Struct("<HQ")  # producer, seq
 RAW_HEADER = struct.Struct("<HQII")  # producer, seq, crc32(id + payload), payload length
+
+
+MAX_PAYLOAD_BYTES = 1 << 20
+_BLOCK = os.urandom(MAX_PAYLOAD_BYTES + 1)
+
+
+def payload(size: int, rng) -> bytes:
+    """``size`` random bytes: a slice of one random block at a random offset (random.Random
+    ``rng``), so the stale bytes of an earlier item in the ring never pass for this one's."""
+    start = rng.randrange(len(_BLOCK) - size)
+    return _BLOCK[start:start + size]
 
 
 def _crc(producer: int, seq: int, payload) -> int:
