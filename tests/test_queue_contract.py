@@ -429,3 +429,22 @@ def test_configured_ray_namespace_reaches_the_queue_actor(ray_cluster, clean_env
         assert ray_cluster.get(actor.state.remote())["maxsize"] == q.maxsize
     finally:
         q.destroy()
+
+
+@pytest.mark.parametrize("mode", [pytest.param("process", marks=requires_native), "thread"])
+def test_configured_timeouts_leave_the_runtimes_own_queues_blocking(clean_env, mode):
+    from sage.core.api import LocalEnvironment
+
+    clean_env.setenv("SAGE_QUEUE_GET_TIMEOUT", "0.05")
+    clean_env.setenv("SAGE_QUEUE_PUT_TIMEOUT", "0.05")
+    seen = []
+
+    def slow(x):
+        time.sleep(0.2)  # the sink's input stays empty longer than the configured get timeout
+        return x
+
+    env = LocalEnvironment("timeouts-stay-out", mode=mode)
+    env.from_collection([1, 2, 3]).map(slow).sink(seen.append if mode == "thread" else print)
+    env.submit(autostop=True)
+    if mode == "thread":
+        assert sorted(seen) == [1, 2, 3]

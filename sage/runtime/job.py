@@ -147,11 +147,14 @@ class Job:
     # -- start ----------------------------------------------------------------------
 
     def _queue(self, name: str, capacity_bytes: int, maxsize: int = 0):
+        # No default timeouts: a task loop's get blocks until there is something and a
+        # router's put is backpressure; SAGE_QUEUE_GET/PUT_TIMEOUT are for users' own queues.
+        waits = dict(put_timeout=None, get_timeout=None)
         if self.process_mode:
             made = create_queue("sage_queue", name=name, maxsize=maxsize,
-                                capacity_bytes=capacity_bytes)
+                                capacity_bytes=capacity_bytes, **waits)
         else:
-            made = create_queue("python_queue", maxsize=maxsize)
+            made = create_queue("python_queue", maxsize=maxsize, **waits)
         self._queues[name] = made
         return made
 
