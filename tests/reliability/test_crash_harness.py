@@ -19,6 +19,9 @@ from conftest import TIME_SCALE, native_available, random_seed, requires_native,
 # SAGE_REQUIRE_NATIVE=1 makes its absence an error.
 if not native_available() and os.environ.get("SAGE_REQUIRE_NATIVE") != "1":
     pytest.skip("the native sage_queue extension is not built (minimal profile)", allow_module_level=True)
+import crash_analysis  # noqa: E402
+import crash_workers  # noqa: E402
+
 import harness  # noqa: E402
 
 pytestmark = [requires_native, pytest.mark.timeout(240)]
@@ -92,7 +95,7 @@ def test_kill_inside_a_put_that_restarted_the_empty_ring_leaves_the_queue_usable
     RESERVED = LAYOUT["record.state.reserved"]
     batch = [b"x"] * 3000
     q = SageQueue(f"crash-restart-{uuid.uuid4().hex[:12]}", capacity_bytes=1 << 20)
-    view = harness._LockView(q)
+    view = harness.LockView(q)
     word = lambda off: struct.unpack_from("<Q", view.mm, off)[0]
     first_record_state = word(OFF_RING)  # the record at ring offset 0: its state word
     pid = os.fork()
@@ -143,7 +146,7 @@ def test_two_producers_two_consumers_lose_only_what_dying_consumers_held_across_
     # Mixed sizes and every operation; more deaths than the queue's 256 slots, as a long-lived
     # pool that respawns its workers would see (the dead ones' slots must be reaped).
     cfg = harness.Config(seed=random_seed(),
-                         kills=260, producers=2, consumers=2, capacity_bytes=4 << 20, lock_fraction=0.2,
+                         kills=260, producers=2, consumers=2, lock_fraction=0.2,
                          max_seq=1 << 21)
     check_run(cfg, ops=(("put",), ("put_many",), ("get",), ("get_many",), ("task_done",)))
 
@@ -151,17 +154,18 @@ def test_two_producers_two_consumers_lose_only_what_dying_consumers_held_across_
 def test_verdict_counts_duplicates_garbled_phantoms_and_losses_no_kill_accounts_for():
     # The harness checks itself: synthetic progress records, one of each outcome.
     cfg = harness.Config(producers=1, consumers=2, max_seq=64)
-    sh = harness._Shared(cfg)
-    sh.put_done[0] = sh.put_hi[0] = 9  # puts of seqs 0..9 returned
+    sh = crash_workers.Shared(cfg)
+    sh.progress.begin(0, 9)
+    sh.progress.end(0, 9)  # puts of seqs 0..9 returned
     for c, seqs in ((0, [0, 1, 2, 4, 7, 8, 8]), (1, [5, 7, 12])):
         for s in seqs:
-            sh.counts[c][s] += 1
-    sh.garbled[1] = 1
+            sh.tally.counts[c][s] += 1
+    sh.tally.garbled[1] = 1
     kills = [
         harness.Kill(0, "producer 0", "put", False, False, 0.0, False, hi=(3,), done=2),  # 3 was in flight
         harness.Kill(1, "consumer 1", "get", False, False, 0.0, False, taking=1, lo=(5,), hi=(9,)),  # took 6
     ]
-    r = harness._analyse(cfg, sh, 0, "synthetic", 0.0, kills, {}, True, 0.0, [])
+    r = crash_analysis.analyse(cfg, sh, 0, "synthetic", 0.0, kills, {}, True, 0.0, [])
     assert (r.duplicated, r.garbled, r.phantom, r.lost, r.unattributed) == (2, 1, 1, 1, [(0, 9)])
     assert kills[1].lost == 1 and r.put_returned == 9
     assert len(r.violations) == 4, r.violations
