@@ -24,6 +24,7 @@ class Collector:
         if mode == "process":
             from sage.utils import create_queue
 
+            # 4 MiB, not the default: every ring of two test workers fits Docker's 64 MB /dev/shm
             self._queue = create_queue("sage_queue", name=f"t-collect-{uuid.uuid4().hex[:12]}",
                                        capacity_bytes=4 << 20)
         else:
@@ -74,9 +75,14 @@ def children_of_this_process() -> set:
 
 
 def our_segments() -> set:
-    """sage_queue segments of jobs started by this process."""
-    prefix = f"sage_queue.sage-{os.getpid()}-"
-    return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
+    """sage_queue segments of jobs started by this process (none where the native module is
+    not built: nothing can have made one)."""
+    try:
+        from sage_ext.sage_queue.python.sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
+    except ImportError:
+        return set()
+    prefix = f"{SEGMENT_PREFIX}sage-{os.getpid()}-"
+    return {name for name in os.listdir(SEGMENT_DIR) if name.startswith(prefix)}
 
 
 def sage_threads() -> list:

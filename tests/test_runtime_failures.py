@@ -153,9 +153,11 @@ def test_task_processes_forked_by_a_thread_die_with_a_killed_driver():
     while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(_pid_alive(p) for p in pids), "task processes outlived the driver"
-    for name in os.listdir("/dev/shm"):  # what the killed driver could not remove
-        if name.startswith(f"sage_queue.sage-{driver.pid}-"):
-            os.unlink(f"/dev/shm/{name}")
+    from sage_ext.sage_queue.python.sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
+
+    for name in os.listdir(SEGMENT_DIR):  # what the killed driver could not remove
+        if name.startswith(f"{SEGMENT_PREFIX}sage-{driver.pid}-"):
+            os.unlink(os.path.join(SEGMENT_DIR, name))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -178,8 +180,7 @@ def test_ctrl_c_or_sigterm_on_the_driver_ends_everything_within_five_seconds(sig
         assert line.startswith("READY"), line + driver.stderr.read()
         _, pids, segments, _ = line.split(" ", 3)
         pids, segments = json.loads(pids), json.loads(segments)
-        assert all(_pid_alive(p) for p in pids) and all(
-            os.path.exists(f"/dev/shm/{s}") for s in segments)
+        assert all(_pid_alive(p) for p in pids) and all(os.path.exists(s) for s in segments)
         # let it reach its blocking call: a signal landing just before one is a race of
         # CPython's own (the handler would wait until the call returns)
         time.sleep(0.2)
@@ -196,7 +197,7 @@ def test_ctrl_c_or_sigterm_on_the_driver_ends_everything_within_five_seconds(sig
     while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(_pid_alive(p) for p in pids), "task processes outlived the driver"
-    assert not [s for s in segments if os.path.exists(f"/dev/shm/{s}")], "segments left"
+    assert not [s for s in segments if os.path.exists(s)], "segments left"
 
 
 @requires_native

@@ -1,6 +1,6 @@
 """A driver that runs an endless pipeline until a signal ends it (test_runtime_failures).
 
-Prints one line ``READY <pids> <segments>`` once its tasks run, then blocks in
+Prints one line ``READY <pids> <segment files> <pid>`` once its tasks run, then blocks in
 ``env.wait()`` (argv[2] == "wait") or in a plain sleep (argv[2] == "sleep"). With
 argv[3] == "from-thread" the job is submitted by a thread that has ended by then."""
 
@@ -28,7 +28,11 @@ if sys.argv[3:] == ["from-thread"]:
 else:
     job = env.submit()
 pids = list(job.task_pids.values())
-segments = [f"sage_queue.{name}" for name in job.queue_names] if mode == "process" else []
+segments = []
+if mode == "process":
+    from sage_ext.sage_queue.python.sage_queue import SEGMENT_DIR, SEGMENT_PREFIX
+
+    segments = [os.path.join(SEGMENT_DIR, SEGMENT_PREFIX + name) for name in job.queue_names]
 while sum(m.items_in for m in env.metrics()) < 100:
     time.sleep(0.01)
 print("READY", json.dumps(pids, separators=(",", ":")), json.dumps(segments, separators=(",", ":")),
