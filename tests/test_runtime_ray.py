@@ -42,8 +42,12 @@ def cluster():
         # the workers import this module's functions by name, as a deployment's would
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")])))
         mp.setenv("RAY_AUTH_MODE", "disabled")
+        # a node that is gone counts as gone after ~1.5 s of missed health checks (Ray's
+        # default is 15 s); only the cluster's own bookkeeping depends on it, not the jobs
         c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 2, "resources": {"node_a": 64}, "include_dashboard": False})
+            "num_cpus": 2, "resources": {"node_a": 64}, "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 500,
+                               "health_check_failure_threshold": 3}})
         c.add_node(num_cpus=2, resources={"node_b": 64})
         c.wait_for_nodes()
         ray.init(address=c.address, logging_level="WARNING")
@@ -231,7 +235,7 @@ def test_a_blocked_consumer_holds_its_producers_back_and_nothing_is_dropped(clus
     gate = create_queue("ray_queue", name=f"t-gate-{uuid.uuid4().hex[:8]}", namespace="sage-tests")
     try:
         env = RemoteEnvironment("backpressure", config={"batch_size": 8, "queue_maxsize": 32})
-        n = 20_000
+        n = 5000
         (env.from_collection(range(n), name="src").place(node_a=1)
             .map(Gate, gate, name="gate").place(node_b=1)
             .sink(Collect, results, name="sink").place(node_b=1))
@@ -362,6 +366,7 @@ def test_a_removed_node_fails_the_job_within_seconds_naming_it(cluster, results)
     assert node_id[:8] in str(info.value)
     env.close()
     assert_job_left_nothing(job)
+    cluster.wait_for_nodes()  # until Ray counts the node as gone, it may still place work there
 
 
 def test_resources_no_node_has_are_refused_at_once(cluster):
@@ -382,3 +387,13 @@ def test_the_demo_runs_on_ray_with_its_progress_and_checked_counts(cluster):
     text = out.getvalue()
     assert f"on Ray at {cluster.address}" in text
     assert "check: the counts match a one-process count" in text
+
+
+def test_a_function_that_cannot_be_sent_to_an_actor_is_refused_naming_it(cluster):
+    import threading
+
+    lock = threading.Lock()
+    env = RemoteEnvironment("unpicklable")
+    env.from_collection([1]).map(lambda x: (lock, x)[1], name="locked").sink(lambda x: None)
+    with pytest.raises(TypeError, match=r"locked\[0\]: its function cannot be sent to a Ray actor"):
+        env.submit()

@@ -344,8 +344,9 @@ class RayJob:
             try:
                 self._take([k for k, t in self._tasks.items() if not t.is_service], deadline)
                 services = [t for t in self._tasks.values() if t.is_service]
-                ray.get([t.actor.stop_service.remote() for t in services
-                         if t.key not in self._done])
+                # a service whose actor died says so through its run call, taken next
+                self._calls("stop_service", [t for t in services if t.key not in self._done],
+                            _TEARDOWN_WAIT)
                 self._take([t.key for t in services], deadline)
             except (KeyboardInterrupt, SystemExit):
                 self._teardown(abort=True)
