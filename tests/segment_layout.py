@@ -14,6 +14,7 @@ from conftest import segment_file
 LAYOUT = _native.LAYOUT
 MAGIC = _native.MAGIC  # a segment's first 8 bytes
 SEGMENT_DIR, SEGMENT_PREFIX = _native.SEGMENT_DIR, _native.SEGMENT_PREFIX
+FUTEX_TID_MASK = 0x3FFFFFFF  # glibc: the owner's tid in a robust mutex's lock word; the rest are flags
 
 
 def field(name: str) -> int:
@@ -60,3 +61,20 @@ class SegmentView:
 
     def slots_of(self, pid: int) -> list[int]:
         return [i for i in range(LAYOUT["slot.count"]) if self.u32(slot_field(i, "pid")) == pid]
+
+    def lock_owner(self) -> int:
+        """The tid of the thread holding the queue's lock, 0 if none does."""
+        return self.u32(field("segment.mutex") + LAYOUT["mutex.lock"]) & FUTEX_TID_MASK
+
+
+def watch(q) -> SegmentView:
+    """A view of live queue ``q``'s segment, whose magic, capacity and counters are first
+    checked against q.info(), so a wrong offset fails loudly instead of testing nothing."""
+    view = SegmentView(q.name)
+    info = q.info()
+    found = (view.mm[:8], view.cap, *(view.u64(field(f"counters.{n}")) for n in ("head", "read", "tail", "items")))
+    want = (MAGIC, info["capacity_bytes"], info["head"], info["read"], info["tail"], info["items"])
+    if found != want:
+        view.close()
+        raise AssertionError(f"segment layout does not match _native.LAYOUT ({found} != {want})")
+    return view

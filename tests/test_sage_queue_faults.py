@@ -5,14 +5,13 @@ segments, a full /dev/shm, and the segment's permissions and lifetime.
 Kills go to forked children that report progress through shared memory, so the test
 knows exactly which puts returned and which items a dying consumer had taken. Several
 tests read the segment's header straight from /dev/shm (at the offsets the native module
-reports, _native.LAYOUT); check_layout() still verifies them against info() first, so a
+reports, _native.LAYOUT); segment_layout.watch() still verifies them against info() first, so a
 wrong offset fails loudly instead of testing nothing.
 """
 
 import collections
 import errno
 import json
-import mmap
 import multiprocessing as mp
 import os
 import queue
@@ -49,9 +48,9 @@ ctx = mp.get_context("fork")  # fast to start; the children are killed anyway
 
 # The shared layout's offsets, as the native module reports them (tests/segment_layout.py).
 try:
-    from segment_layout import LAYOUT, MAGIC, field
+    from segment_layout import LAYOUT, field, watch
 except ImportError:  # no native build: every test here is skipped (requires_native)
-    LAYOUT, MAGIC = collections.defaultdict(int), b""
+    LAYOUT, watch = collections.defaultdict(int), None
 
     def field(name):
         return 0
@@ -60,14 +59,11 @@ OFF_MAGIC, OFF_VERSION, OFF_HEADER_BYTES, OFF_CAPACITY = (
     field("segment.magic"), field("segment.version"), field("segment.header_bytes"), field("segment.capacity"))
 OFF_MAXSIZE, OFF_RING, OFF_TOTAL, OFF_READY = (
     field("segment.maxsize"), field("segment.ring_offset"), field("segment.total_bytes"), field("segment.ready"))
-OFF_MUTEX = field("segment.mutex") + LAYOUT["mutex.lock"]  # the lock word: owner tid | flags
-OFF_HEAD, OFF_READ, OFF_TAIL, OFF_ITEMS = (
-    field("counters.head"), field("counters.read"), field("counters.tail"), field("counters.items"))
+OFF_HEAD = field("counters.head")
 OFF_JOURNAL_ACTIVE = field("journal.active")
 OFF_SAVED_HEAD = field("journal.saved") + LAYOUT["counters.head"]
 REC_STATE, REC_LEN = LAYOUT["record.state"], LAYOUT["record.len"]
 RESERVED, COMMITTED, CLAIMED, FREE = (LAYOUT[f"record.state.{s}"] for s in ("reserved", "committed", "claimed", "free"))
-FUTEX_TID_MASK = 0x3FFFFFFF
 
 RECOVERY_LIMIT = 0.1 * TIME_SCALE  # "within 100 ms"
 # Random-kill trials run on small shared VMs next to other tests: a trial may lose the CPU
@@ -138,35 +134,9 @@ def fresh():
             pass
 
 
-class SegmentView:
-    """A read-only window on a live segment, to watch a child's progress from outside."""
-
-    def __init__(self, name):
-        with open(segment_file(name), "rb") as f:
-            self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        self.ring = self.u64(OFF_RING)
-        self.cap = self.u64(OFF_CAPACITY)
-
-    def u32(self, off):
-        return struct.unpack_from("<I", self.mm, off)[0]
-
-    def u64(self, off):
-        return struct.unpack_from("<Q", self.mm, off)[0]
-
-    def lock_owner(self):
-        return self.u32(OFF_MUTEX) & FUTEX_TID_MASK
-
-    def record_state(self, offset):
-        return self.u32(self.ring + offset % self.cap + REC_STATE)
-
-
-def check_layout(q):
-    v = SegmentView(q.name)
-    info = q.info()
-    found = (v.mm[:8], v.cap, v.u64(OFF_HEAD), v.u64(OFF_READ), v.u64(OFF_TAIL), v.u64(OFF_ITEMS))
-    want = (MAGIC, info["capacity_bytes"], info["head"], info["read"], info["tail"], info["items"])
-    assert found == want, f"segment layout changed ({found} != {want}): update the OFF_* offsets"
-    return v
+def record_state(view, offset):
+    """The state of the record at ring offset ``offset`` (a segment_layout.SegmentView's)."""
+    return view.u32(view.record(offset))
 
 
 def wait_for(cond, timeout, what):
@@ -353,7 +323,7 @@ def _kill_inside_sections(fresh, want, kills_wanted):
     again; after each death the queue must hold exactly the items put and not yet taken."""
     rng = random.Random(random_seed())
     q = fresh.queue(capacity_bytes=256 * 1024)
-    view = check_layout(q)
+    view = watch(q)
     prog = ctx.RawArray("q", 4)
     prog[1], prog[2] = -1, 0
     kills, attempts = 0, 0
@@ -400,7 +370,7 @@ def test_qsize_right_after_a_lock_holder_died_mid_section_matches_what_a_drain_r
     # the next locker to roll back, and qsize() must take the lock to see that through.
     rng = random.Random(random_seed())
     q = fresh.queue(capacity_bytes=256 * 1024)
-    view = check_layout(q)
+    view = watch(q)
     prog = ctx.RawArray("q", 4)
     prog[1], prog[2] = -1, 0
     p = fresh.process(fw.churn, q, prog, 256)
@@ -419,7 +389,7 @@ def test_a_caller_waiting_for_a_held_lock_does_not_hold_the_gil(fresh):
     # it also freezes every other thread of the process, pytest-timeout's included.
     rng = random.Random(random_seed())
     q = fresh.queue(capacity_bytes=256 * 1024)
-    view = check_layout(q)
+    view = watch(q)
     prog = ctx.RawArray("q", 4)
     prog[1], prog[2] = -1, 0
     p = fresh.process(fw.churn, q, prog, 256)
@@ -458,7 +428,7 @@ def _kill_mid_copy(fresh, q, target, args, reached, still):
     section (it is then inside a multi-millisecond copy); check that still(view) holds after
     its death. A record's state is written inside the section, so reached() alone may hold
     while the child still owns the lock, and a kill there is rolled back instead."""
-    view = check_layout(q)
+    view = watch(q)
     started = ctx.RawValue("i", 0)
     p = fresh.process(target, q, *args, started)
     wait_for(lambda: started.value, 10, "the child to start")
@@ -472,7 +442,7 @@ def _kill_mid_copy(fresh, q, target, args, reached, still):
 
 
 def _state(offset, state):
-    return lambda v: v.record_state(offset) == state
+    return lambda v: record_state(v, offset) == state
 
 
 def test_producer_killed_inside_a_large_copy_is_skipped_and_counted_abandoned(fresh):
@@ -507,8 +477,8 @@ def test_consumer_already_waiting_gets_what_a_producer_killed_mid_put_many_commi
     wait_for_waiters(q, get=1)  # asleep in get()
     # record 0 = 32-byte header + b"small" -> record 1 (the big one) starts at offset 64
     # record 0 committed (the woken consumer may have taken it already), record 1 mid-copy
-    half = lambda v: v.record_state(0) in (COMMITTED, CLAIMED, FREE) and v.record_state(64) == RESERVED
-    big_unfinished = lambda v: v.record_state(64) == RESERVED
+    half = lambda v: record_state(v, 0) in (COMMITTED, CLAIMED, FREE) and record_state(v, 64) == RESERVED
+    big_unfinished = lambda v: record_state(v, 64) == RESERVED
     t_kill, view = _kill_mid_copy(fresh, q, fw.put_batch, ([b"small", b"\xcd" * BIG],), half,
                                   big_unfinished)
     waiter.join(5)

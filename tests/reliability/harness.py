@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import mmap
 import os
 import queue
 import random
@@ -47,16 +46,12 @@ from crash_workers import PHASES, START, Shared, role_name, spawn
 from sage_ext.sage_queue.python.sage_queue import QueueClosed, SageQueue
 
 from conftest import segment_file
-from segment_layout import LAYOUT, MAGIC, field
+from segment_layout import FUTEX_TID_MASK, LAYOUT, SegmentView, field, watch
 
 __all__ = ["Config", "Kill", "Result", "main", "run"]
 
-# The lock word and ring positions, at the offsets the native module reports (checked
-# against info() before every run all the same).
-OFF_MUTEX = field("segment.mutex") + LAYOUT["mutex.lock"]
-OFF_HEAD, OFF_READ, OFF_TAIL = (field(f"counters.{n}") for n in ("head", "read", "tail"))
+OFF_MUTEX = field("segment.mutex") + LAYOUT["mutex.lock"]  # the lock word, read in a tight loop
 _U32 = struct.Struct("<I")
-FUTEX_TID_MASK = 0x3FFFFFFF
 
 
 @dataclasses.dataclass
@@ -85,24 +80,13 @@ class Config:
 # -- the lock, watched from outside ------------------------------------------------------------
 
 
-class LockView:
-    """Read-only window on the segment's header: who holds the lock."""
-
-    def __init__(self, q):
-        with open(segment_file(q.name), "rb") as f:
-            self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        info = q.info()
-        found = (self.mm[:8], *(struct.unpack_from("<Q", self.mm, o)[0] for o in (OFF_HEAD, OFF_READ, OFF_TAIL)),
-                 self.owner())
-        want = (MAGIC, info["head"], info["read"], info["tail"], 0)
-        if found != want:
-            raise RuntimeError(f"segment layout does not match _native.LAYOUT ({found} != {want})")
-
-    def owner(self):
-        return struct.unpack_from("<I", self.mm, OFF_MUTEX)[0] & FUTEX_TID_MASK
-
-    def close(self):
-        self.mm.close()
+def watch_lock(q) -> SegmentView:
+    """q's segment mapped beside it, checked against info() and with no lock holder yet."""
+    view = watch(q)
+    if view.lock_owner() != 0:
+        view.close()
+        raise RuntimeError(f"an idle queue's lock word names owner {view.lock_owner()}: the offset is wrong")
+    return view
 
 
 def _catch_inside_lock(pid, view, rng, budget):
@@ -123,7 +107,7 @@ def _catch_inside_lock(pid, view, rng, budget):
         _, status = os.waitpid(pid, os.WUNTRACED)
         if not os.WIFSTOPPED(status):
             return None
-        if view.owner() == pid:
+        if view.lock_owner() == pid:
             return True
         os.kill(pid, signal.SIGCONT)
     return False
@@ -166,7 +150,7 @@ class _Run:
     rng: random.Random
     sh: Shared
     q: SageQueue
-    view: LockView
+    view: SegmentView
     pids: list
     t0: float
     kills: list = dataclasses.field(default_factory=list)
@@ -324,7 +308,7 @@ def run(cfg: Config, log=None) -> Result:
         raise ValueError("a run needs at least one producer and one consumer")
     sh = Shared(cfg)
     q = SageQueue(name, maxsize=cfg.maxsize, capacity_bytes=cfg.capacity_bytes)
-    r = _Run(cfg, random.Random(seed), sh, q, LockView(q), [0] * (cfg.producers + cfg.consumers), time.monotonic())
+    r = _Run(cfg, random.Random(seed), sh, q, watch_lock(q), [0] * (cfg.producers + cfg.consumers), time.monotonic())
     join_returned, join_seconds, stats = None, 0.0, {}
     try:
         _start_workers(r)

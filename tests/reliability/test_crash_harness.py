@@ -89,13 +89,13 @@ def test_kill_inside_a_put_that_restarted_the_empty_ring_leaves_the_queue_usable
 
     from segment_layout import LAYOUT, field
 
-    # The ring offset, the journal's active flag and saved read pointer, a reserved record's state.
-    OFF_RING, OFF_JOURNAL_ACTIVE = field("segment.ring_offset"), field("journal.active")
+    # The ring offset, head, the journal's active flag and saved read pointer, a reserved record's state.
+    OFF_RING, OFF_HEAD, OFF_JOURNAL_ACTIVE = field("segment.ring_offset"), field("counters.head"), field("journal.active")
     OFF_SAVED_READ = field("journal.saved") + LAYOUT["counters.read"]
     RESERVED = LAYOUT["record.state.reserved"]
     batch = [b"x"] * 3000
     q = SageQueue(f"crash-restart-{uuid.uuid4().hex[:12]}", capacity_bytes=1 << 20)
-    view = harness.LockView(q)
+    view = harness.watch_lock(q)
     word = lambda off: struct.unpack_from("<Q", view.mm, off)[0]
     first_record_state = word(OFF_RING)  # the record at ring offset 0: its state word
     pid = os.fork()
@@ -109,8 +109,8 @@ def test_kill_inside_a_put_that_restarted_the_empty_ring_leaves_the_queue_usable
     try:
         def restarting():  # ... and has written its first new header, at ring offset 0
             u32 = lambda off: struct.unpack_from("<I", view.mm, off)[0]
-            return (view.owner() == pid and u32(OFF_JOURNAL_ACTIVE) == 1
-                    and word(harness.OFF_HEAD) > word(OFF_SAVED_READ) and u32(first_record_state) == RESERVED)
+            return (view.lock_owner() == pid and u32(OFF_JOURNAL_ACTIVE) == 1
+                    and word(OFF_HEAD) > word(OFF_SAVED_READ) and u32(first_record_state) == RESERVED)
 
         deadline = time.monotonic() + 30
         while True:
