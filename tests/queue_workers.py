@@ -20,11 +20,6 @@ def get_and_task_done(q, count, delay=0.0):
         q.task_done()
 
 
-def get_into(q, count, out_q):
-    got = [q.get(timeout=30) for _ in range(count)]
-    out_q.put(got)
-
-
 def drain_until_closed(q, out_q):
     from sage_ext.sage_queue.python.sage_queue import QueueClosed
 
