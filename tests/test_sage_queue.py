@@ -476,6 +476,18 @@ def test_forked_child_counts_as_a_user(queue_name, sq):
     assert not os.path.exists(segment_file(queue_name))
 
 
+def test_a_slot_reserved_for_a_fork_that_failed_is_released(queue_name, sq):
+    q = sq.SageQueue(queue_name)
+    me = os.getpid()
+    q.before_fork()  # what os.fork() runs first; then the fork fails (EAGAIN, ENOMEM) and
+    q.after_fork_in_parent()  # CPython runs the parent's hooks all the same
+    assert q.stats().attached_pids == (me, me), "the reservation names the parent until a child claims it"
+    time.sleep(sq._native.CHILD_CLAIM_SECONDS + 0.2)
+    assert q.stats().attached_pids == (me,), "an unclaimed reservation must not count as a live user"
+    q.detach()  # the last user: the segment goes with it
+    assert not os.path.exists(segment_file(queue_name))
+
+
 # -- close, destroy, lifecycle -----------------------------------------------------
 
 

@@ -47,6 +47,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("MAGIC") = magic_bytes();
     m.attr("PAGE_BYTES") = kPage;
     m.attr("INIT_WAIT_SECONDS") = kInitWaitSeconds;
+    m.attr("CHILD_CLAIM_SECONDS") = kChildClaimSeconds;
     py::dict layout;
     for (const auto& [field, offset] : layout_offsets()) layout[py::str(field)] = offset;
     m.attr("LAYOUT") = layout;  // byte offsets of the shared layout's fields, for tools and tests

@@ -73,6 +73,7 @@ constexpr uint64_t kDefaultBatchBytes = 16ULL << 20;  // get_many stops adding i
 constexpr uint64_t kMagic = 0x3145554555514753ULL;    // first word of a segment: "SGQUEUE1" in memory order
 constexpr uint64_t kPage = 4096;                      // segments are whole pages; the ring starts on one
 constexpr double kInitWaitSeconds = 2.0;              // how long an opener waits for a creator to finish
+constexpr double kChildClaimSeconds = 5.0;            // a slot reserved for a forked child and not claimed is free after
 constexpr size_t kRecordHeader = 32;     // bytes before each payload; also the record alignment
 constexpr size_t kMaxNameLength = 200;
 constexpr uint32_t kLayoutVersion = 3;  // 3: holders and slots carry process start times

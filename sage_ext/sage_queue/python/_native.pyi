@@ -19,6 +19,7 @@ DEFAULT_BATCH_BYTES: int  #: get_many's default max_bytes
 MAGIC: bytes  #: the first 8 bytes of every segment
 PAGE_BYTES: int  #: segments are whole pages; the ring starts on one
 INIT_WAIT_SECONDS: float  #: how long an opener waits for a segment's creator to finish
+CHILD_CLAIM_SECONDS: float  #: a slot reserved for a forked child that no child claimed within this is free again
 LAYOUT: dict[str, int]  #: byte offsets and sizes of the shared layout ("segment.capacity", "slot.pid", ...)
 
 class SegmentCorruptError(OSError): ...

@@ -134,14 +134,15 @@ AttachedSegment create_segment(int fd, const std::string& queue, const std::stri
 namespace {
 
 // Whether the creator of an unready segment is gone: nobody holds the lock it takes at
-// creation, and the file is older than an opener waits (a creator takes the lock right
-// after creating the file, so a young file with the lock free may be mid-creation).
-bool creator_gone(int fd) {
+// creation, and the file is older than an opener waits, or we waited that long (a creator
+// takes the lock right after creating the file: a young file with the lock free may be
+// mid-creation).
+bool creator_gone(int fd, bool waited_out) {
     struct stat st{};
     timespec now{};
     if (fstat(fd, &st) != 0 || clock_gettime(CLOCK_REALTIME, &now) != 0) return false;
     const double age = double(now.tv_sec - st.st_ctim.tv_sec) + double(now.tv_nsec - st.st_ctim.tv_nsec) * 1e-9;
-    if (age < kInitWaitSeconds || flock(fd, LOCK_SH | LOCK_NB) != 0) return false;
+    if ((age < kInitWaitSeconds && !waited_out) || flock(fd, LOCK_SH | LOCK_NB) != 0) return false;
     flock(fd, LOCK_UN);
     return true;
 }
@@ -168,9 +169,10 @@ AttachedSegment attach_segment(int fd, uint64_t file_size, const std::string& qu
             if (ready || foreign) break;
             header = Mapping();
         }
-        if (creator_gone(fd))
+        const bool waited_out = monotonic_seconds() > give_up;
+        if (creator_gone(fd, waited_out))
             throw AbandonedSegment("queue '" + queue + "' was left unfinished by a creator that died while creating it");
-        if (monotonic_seconds() > give_up)
+        if (waited_out)
             throw CorruptSegment("queue '" + queue + "' was never initialised (its creator may have died while "
                                  "creating it)" + kCleanup);
         usleep(1000);  // only while another process is creating the segment

@@ -19,14 +19,18 @@ constexpr uint64_t kMaxCapacity = 1ULL << 40;
 constexpr uint64_t kMaxMaxsize = 1ULL << 40;
 constexpr const char* kCleanup = "; remove it with `sage queue cleanup --force`";
 
-constexpr uint32_t kSlotForChild = 1;  // slot flag: reserved by a parent for the child it is forking
+// Slot flag: reserved by a parent for the child it is forking. The slot names the parent
+// until the child claims it, which a child does first thing; its `outstanding` holds when
+// it was reserved (stamp_now_ns), and a reservation still unclaimed after
+// kChildClaimSeconds was left by a fork that failed or a child that died first.
+constexpr uint32_t kSlotForChild = 1;
 
 struct Slot {  // one attached handle
     std::atomic<int32_t> pid;
     uint32_t flags;
     uint64_t start;        // with pid, the process's identity (process_identity.h)
     uint64_t pidns;        // its pid namespace
-    uint64_t outstanding;  // records this handle got and has not task_done'd
+    uint64_t outstanding;  // records this handle got and has not task_done'd (reserved: when)
 };
 
 struct SlotCopy { int32_t pid; uint32_t flags; uint64_t start, pidns, outstanding; };

@@ -7,6 +7,8 @@ namespace sage {
 
 Liveness slot_liveness(const Segment* seg, int index) {
     const Slot& s = seg->slots[index];
+    if (s.flags == kSlotForChild && stamp_now_ns() - s.outstanding > uint64_t(kChildClaimSeconds * 1e9))
+        return Liveness::dead;  // a reservation no child claimed
     return liveness(ProcessIdentity{s.pid.load(), s.start, s.pidns});
 }
 
@@ -55,7 +57,8 @@ void reap_dead_slots(HandleState& s) {
     Segment* seg = s.segment.seg;
     for (int i = 0; i < kMaxSlots; ++i) {
         const int32_t p = seg->slots[i].pid.load();
-        if (p == 0 || (p == s.me.pid && seg->slots[i].start == s.me.start) || slot_liveness(seg, i) != Liveness::dead)
+        const bool own = p == s.me.pid && seg->slots[i].start == s.me.start && seg->slots[i].flags != kSlotForChild;
+        if (p == 0 || own || slot_liveness(seg, i) != Liveness::dead)
             continue;
         bool zero = false;
         {
@@ -63,7 +66,8 @@ void reap_dead_slots(HandleState& s) {
             Slot& slot = seg->slots[i];
             if (slot.pid.load() == p) {
                 Counters& c = section.counters();
-                uint64_t lost = slot.outstanding < c.unfinished ? slot.outstanding : c.unfinished;
+                const uint64_t held = slot.flags == kSlotForChild ? 0 : slot.outstanding;  // a reservation holds none
+                uint64_t lost = held < c.unfinished ? held : c.unfinished;
                 c.unfinished -= lost;
                 c.stats.written_off_tasks += lost;
                 slot.outstanding = 0;

@@ -166,7 +166,9 @@ void ShmQueue::before_fork() {
         if (s.slot < 0 || s.segment.seg->unlinked.load()) return;
         LockedSection section(s.lock, -1);
         s.fork_slot = take_slot_locked(s);
-        s.segment.seg->slots[s.fork_slot].flags = kSlotForChild;
+        Slot& reserved = s.segment.seg->slots[s.fork_slot];
+        reserved.flags = kSlotForChild;
+        reserved.outstanding = stamp_now_ns();  // when: see kSlotForChild
     } catch (...) {
         s.fork_slot = -1;  // no slot for the child: it takes one of its own after the fork
     }
