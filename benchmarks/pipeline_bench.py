@@ -38,9 +38,13 @@ import textwrap
 import time
 import uuid
 
-from sage.core.api import LocalEnvironment
-from sage.core.function import BatchFunction, MapFunction, SinkFunction
-from sage.utils import create_queue
+# The Ray section's cluster stays on 127.0.0.1 (read when Ray is imported, so set first)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from sage.core.api import LocalEnvironment  # noqa: E402
+from sage.core.function import BatchFunction, MapFunction, SinkFunction  # noqa: E402
+from sage.utils import create_queue  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
 POOL = [{"id": i, "value": i * 0.5, "name": f"item-{i}"} for i in range(1024)]
@@ -275,8 +279,6 @@ def bytewax_rate(n: int, processes: int, heavy_rounds: int = 0) -> float | None:
 
 def start_two_nodes():
     """A head ("node_a") and one more node ("node_b") on loopback; the driver joins."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # 127.0.0.1 only
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray.cluster_utils import Cluster
 
