@@ -52,6 +52,7 @@ class ServiceDecl:
     cls: Any
     args: tuple = ()
     kwargs: dict = dataclasses.field(default_factory=dict)
+    resources: dict = dataclasses.field(default_factory=dict)  # Ray resources of its actor
 
 
 @dataclasses.dataclass(frozen=True)

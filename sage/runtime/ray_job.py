@@ -146,7 +146,8 @@ def _actor_options(node_resources: dict) -> dict:
 
 def _asked(task: _Task) -> dict:
     node = getattr(task.spec, "node", None)
-    return dict(node.resources) if node is not None and node.resources else {"num_cpus": 0}
+    resources = node.resources if node is not None else task.spec.decl.resources
+    return dict(resources) if resources else {"num_cpus": 0}
 
 
 class RayJob:
@@ -195,19 +196,21 @@ class RayJob:
     def _check_resources(self) -> None:
         """A resource no node has would leave the actor pending for ever: say so now."""
         total = ray.cluster_resources()
-        for node in self.plan.nodes:
-            for name, amount in node.resources.items():
+        asked = [(f"operator {n.name!r}", n.resources) for n in self.plan.nodes]
+        asked += [(f"service {s.decl.name!r}", s.decl.resources) for s in self.plan.services]
+        for what, resources in asked:
+            for name, amount in resources.items():
                 have = total.get({"num_cpus": "CPU", "num_gpus": "GPU"}.get(name, name), 0)
                 if amount > have:
                     raise PlacementError(
-                        f"operator {node.name!r} is placed with {name}={amount} per instance, "
+                        f"{what} is placed with {name}={amount} per instance, "
                         f"but the whole cluster has {have:g}: start a node that has it (e.g. "
                         f"`ray start --resources='{{\"{name}\": {amount:g}}}'`) or change its "
                         f".place(...) (cluster resources: {dict(sorted(total.items()))})")
 
     def _create_actors(self) -> None:
         remote = ray.remote(RayTask)
-        wanted = [(service_key(s.decl.name), service_key(s.decl.name), 0, s, {})
+        wanted = [(service_key(s.decl.name), service_key(s.decl.name), 0, s, s.decl.resources)
                   for s in self.plan.services]
         wanted += [(i.key, i.node.name, i.index, i, i.node.resources) for i in self.plan.instances]
         for key, operator, instance, spec, resources in wanted:

@@ -147,6 +147,19 @@ class BaseEnvironment:
             raise ValueError(f"a service named {name!r} is registered already")
         self._services.append(ServiceDecl(name, cls, tuple(args), dict(kwargs)))
 
+    def place_service(self, name: str, **resources) -> None:
+        """RemoteEnvironment: run service ``name`` on a Ray node with these resources (as
+        DataStream.place does for operators); LocalEnvironment ignores it."""
+        from .datastream import check_resources
+
+        check_resources(resources)
+        for position, decl in enumerate(self._services):
+            if decl.name == name:
+                self._services[position] = dataclasses.replace(decl, resources=dict(resources))
+                return
+        known = ", ".join(s.name for s in self._services) or "none"
+        raise KeyError(f"no service named {name!r} is registered (registered: {known})")
+
     @property
     def pipeline(self) -> list:
         """The declared nodes, in declaration order."""

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from .base_environment import check_function
 
-__all__ = ["DataStream", "KEYBY_STRATEGIES"]
+__all__ = ["DataStream", "KEYBY_STRATEGIES", "check_resources"]
 
 KEYBY_STRATEGIES = {"hash": "hash", "broadcast": "broadcast", "round_robin": "round_robin"}
+
+
+def check_resources(resources: dict) -> None:
+    for key, amount in resources.items():
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise ValueError(f"place(): resource {key!r} needs a number >= 0, got {amount!r}")
 
 
 class DataStream:
@@ -66,9 +72,7 @@ class DataStream:
         (a custom resource of `ray start --resources`), ``place(num_cpus=1)``. Without it,
         Ray's scheduler places the instance (and reserves no CPU for it). LocalEnvironment
         runs everything on this machine and ignores it, so one pipeline runs on both."""
-        for key, amount in resources.items():
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-                raise ValueError(f"place(): resource {key!r} needs a number >= 0, got {amount!r}")
+        check_resources(resources)
         self.node.resources = dict(resources)
         return self
 
