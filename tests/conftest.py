@@ -133,6 +133,80 @@ def write_segment_file(name: str, data: bytes, mode: int = 0o600) -> str:
     return path
 
 
+def sage_queue_module():
+    """The native queue's Python module, imported when a test needs it (minimal has none)."""
+    from sage_ext.sage_queue.python import sage_queue
+
+    return sage_queue
+
+
+def new_queue_name(prefix: str = "fault") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def fresh():
+    """Unique queue names, queues and forked children; every queue, hand-written segment
+    and child is gone afterwards."""
+    import multiprocessing
+    import signal
+
+    made, names, procs = [], [], []
+    fork = multiprocessing.get_context("fork")
+
+    class Fresh:
+        @staticmethod
+        def name():
+            n = new_queue_name()
+            names.append(n)
+            return n
+
+        @staticmethod
+        def queue(**options):
+            q = sage_queue_module().SageQueue(Fresh.name(), **options)
+            made.append(q)
+            return q
+
+        @staticmethod
+        def process(target, *args):
+            p = fork.Process(target=target, args=args, daemon=True)
+            p.start()
+            procs.append(p)
+            return p
+
+    yield Fresh
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+        p.join(5)
+    for q in made:
+        if q.attached:
+            q.destroy()
+    for n in names:
+        try:
+            os.unlink(segment_file(n))
+        except FileNotFoundError:
+            pass
+
+
+def wait_for(cond, timeout: float, what: str) -> None:
+    """Poll `cond` until true; fail the test naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.0005)
+
+
+def kill(p) -> float:
+    """SIGKILL process `p` and reap it; when it was killed."""
+    import signal
+
+    os.kill(p.pid, signal.SIGKILL)
+    t = time.monotonic()
+    p.join(5)
+    return t
+
 def observable_state(q) -> dict:
     """Everything another process can observe of a queue: every stats() field (counters,
     bytes_put/bytes_got, pids, waiters) plus the ring positions head/read/tail."""
