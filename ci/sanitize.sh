@@ -46,7 +46,7 @@ for lib in "$asan" "$ubsan"; do
     [ -f "$lib" ] || { echo "sanitize: $lib not found (install gcc's libasan/libubsan)" >&2; exit 1; }
 done
 
-tests=(tests/test_sage_queue.py tests/test_item_codec.py tests/test_sage_queue_faults.py tests/test_segment_files.py
+tests=(tests/test_sage_queue.py tests/test_sage_queue_lifecycle.py tests/test_item_codec.py tests/test_sage_queue_faults.py tests/test_segment_files.py
        tests/reliability/test_crash_harness.py
        tests/reliability/test_hostile_fuzz.py tests/test_segment_trust.py tests/test_segment_corruption.py)
 [ -f "$work/src/tests/reliability/test_model_fuzz.py" ] && tests+=(tests/reliability/test_model_fuzz.py)

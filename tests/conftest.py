@@ -140,6 +140,12 @@ def sage_queue_module():
     return sage_queue
 
 
+
+@pytest.fixture
+def sq():
+    """The native queue's Python module, as a fixture."""
+    return sage_queue_module()
+
 def new_queue_name(prefix: str = "fault") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
