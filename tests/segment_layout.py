@@ -14,7 +14,7 @@ from conftest import segment_file
 LAYOUT = _native.LAYOUT
 MAGIC = _native.MAGIC  # a segment's first 8 bytes
 SEGMENT_DIR, SEGMENT_PREFIX = _native.SEGMENT_DIR, _native.SEGMENT_PREFIX
-FUTEX_TID_MASK = 0x3FFFFFFF  # glibc: the owner's tid in a robust mutex's lock word; the rest are flags
+FUTEX_TID_MASK = LAYOUT["mutex.lock.tid_mask"]  # the owner's tid in a robust mutex's lock word
 
 
 def field(name: str) -> int:

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -268,6 +269,7 @@ std::vector<std::pair<std::string, size_t>> layout_offsets() {
         {"mutex.spins", offsetof(pthread_mutex_t, __data.__kind) + sizeof(int)},
         {"mutex.list", offsetof(pthread_mutex_t, __data.__list)},
         {"mutex.size", sizeof(pthread_mutex_t)},
+        {"mutex.lock.tid_mask", FUTEX_TID_MASK},  // the owner's tid in the lock word; the other bits are flags
 #endif
     };
 #undef SAGE_WORD
