@@ -13,7 +13,8 @@
 //
 // Where each part lives (src/): the shared layout (segment_layout.h) and attach
 // (segment.h), the segment's users (segment_users.h), the lock and its journal
-// (robust_lock.h), waiting (futex_word.h), the ring (ring.h); shm_queue.cpp composes them.
+// (robust_lock.h), waiting (futex_word.h), the ring (ring.h); queue_handle.cpp (open,
+// fork, detach) and shm_queue.cpp (the calls) compose them.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,5 @@
 // What a queue handle keeps privately: its segment, lock, slot and the state of the calls
-// in flight. Read by the queue (shm_queue.cpp) and its users' bookkeeping (segment_users.cpp).
+// in flight. Read by the queue (queue_handle.cpp, shm_queue.cpp) and its users' bookkeeping (segment_users.cpp).
 #pragma once
 
 #include <atomic>
