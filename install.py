@@ -8,10 +8,12 @@
 Options: --venv PATH (default .venv at the repo root), --dev (test and dev tools),
 --no-ray (skip the ~260 MB Ray download), --quiet.
 
-The package is installed editable from this tree, so the native module of --full
-is built in place (sage_ext/sage_queue/python/_native*.so) and the repo's tests
-run against it. The profile is recorded in <venv>/sage-profile.json, which the
-queue layer reads from sys.prefix. A second identical run changes nothing.
+The package is installed editable from this tree, so the repo's tests run against
+it. The native module of --full is built into the venv (<venv>/sage-native/_native*.so,
+where the package looks first), never into the tree: venvs of different profiles made
+from one checkout keep working whatever order they are installed in. The profile is
+recorded in <venv>/sage-profile.json, which the queue layer reads from sys.prefix. A
+second identical run changes nothing.
 
 Exit codes: 0 done (or nothing to do), 1 the install or its self-check failed,
 2 a prerequisite is missing (compiler, CMake, venv support), 3 --check found no install.
@@ -38,8 +40,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 NATIVE_DIR = REPO / "sage_ext" / "sage_queue"
-NATIVE_MODULE_DIR = NATIVE_DIR / "python"
+NATIVE_MODULE_DIR = NATIVE_DIR / "python"  # where a wheel (or an in-place build) has it
 NATIVE_MODULE_GLOB = "_native*.so"
+# <venv>/sage-native: where --full builds the module; sage_ext/sage_queue/python/__init__.py
+# puts <sys.prefix>/sage-native first on the package's path.
+VENV_NATIVE_DIR = "sage-native"
 NATIVE_SOURCES = ("CMakeLists.txt", "include", "src", "bindings")
 PACKAGING_FILES = ("pyproject.toml", "setup.py")
 
@@ -136,6 +141,7 @@ def wanted_install(args: argparse.Namespace) -> dict:
         "options": {"dev": args.dev, "ray": not args.no_ray},
         "source": str(REPO),
         "inputs_sha256": inputs_digest(PROFILES[args.profile]["native"]),
+        "native_dir": str(native_dir(args.venv)) if PROFILES[args.profile]["native"] else None,
     }
 
 
@@ -163,6 +169,8 @@ def differences(recorded: dict, wanted: dict) -> list[str]:
     words = {True: "on", False: "off", None: "unset"}
     changes += [f"{key} {words[old.get(key)]} -> {words[new[key]]}"
                 for key in new if old.get(key) != new[key]]
+    if recorded.get("native_dir") != wanted["native_dir"]:  # an install from before the move
+        changes.append(f"the native module moves into the venv ({wanted['native_dir']})")
     if recorded.get("source") != wanted["source"]:
         changes.append(f"source tree {recorded.get('source')} -> {wanted['source']}")
     elif recorded.get("inputs_sha256") != wanted["inputs_sha256"]:
@@ -289,8 +297,10 @@ def build_env(venv: Path, native: bool) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", os.defpath)])
     if native:
         env["SAGE_BUILD_NATIVE"] = "1"
+        env["SAGE_NATIVE_DIR"] = str(native_dir(venv))  # setup.py writes the module there
     else:  # a stray SAGE_BUILD_NATIVE=1 in the caller's shell must not turn minimal into full
         env.pop("SAGE_BUILD_NATIVE", None)
+        env.pop("SAGE_NATIVE_DIR", None)
     return env
 
 
@@ -361,28 +371,45 @@ def install_package(venv: Path, args: argparse.Namespace, log: Log) -> None:
     # No build isolation: the build uses the venv's tools, so a rerun needs no download.
     # -v keeps CMake's and the compiler's output in the log on success too.
     verbose = ["-v"] if native else []
+    if native:
+        native_dir(venv).mkdir(exist_ok=True)
     code, output = run_pip(venv, [*verbose, "--no-build-isolation", "-e", target], native)
     if code != 0:
         first = first_error_line(output) if native else None
         failed = "the native build of sage_queue" if native else f"pip install of {what}"
         raise InstallError(f"{failed} failed (pip exit {code}; its output is above and in "
                            f"{venv / INSTALL_LOG})" + (f": {first}" if first else ""), details=output)
-    if native and not native_modules():
+    if native and not native_modules(venv):
         raise InstallError("pip succeeded but no native module was built in "
-                           f"{NATIVE_MODULE_DIR}: is setup.py honouring SAGE_BUILD_NATIVE=1?",
-                           details=output)
+                           f"{native_dir(venv)}: is setup.py honouring SAGE_BUILD_NATIVE=1 and "
+                           "SAGE_NATIVE_DIR?", details=output)
 
 
-def native_modules() -> list[Path]:
-    return sorted(NATIVE_MODULE_DIR.glob(NATIVE_MODULE_GLOB))
+def native_dir(venv: Path) -> Path:
+    return venv / VENV_NATIVE_DIR
 
 
-def remove_stale_native_modules(log: Log) -> None:
-    # The install is editable: a .so left in the tree by a --full build would make minimal import it.
-    for path in native_modules():
+def native_modules(venv: Path) -> list[Path]:
+    """This venv's build of the native module (none for minimal)."""
+    return sorted(native_dir(venv).glob(NATIVE_MODULE_GLOB))
+
+
+def remove_tree_native_modules(log: Log) -> None:
+    # The install is editable: a module in the tree would be imported by every venv on it
+    # that has none of its own, a minimal one too. Each --full venv has its own now.
+    for path in sorted(NATIVE_MODULE_DIR.glob(NATIVE_MODULE_GLOB)):
         path.unlink()
-        log.always(f"removed the native module {path.relative_to(REPO)} left by a --full build "
-                   "(a full venv on this tree needs `install.py --full` again)")
+        log.always(f"removed the native module {path.relative_to(REPO)} from the source tree (an "
+                   f"older install's or an in-place build): each --full venv has its own, in "
+                   f"<venv>/{VENV_NATIVE_DIR}")
+
+
+def remove_venv_native_module(venv: Path, log: Log) -> None:
+    """A minimal profile has no native module: take away this venv's own, if it had one."""
+    if native_dir(venv).exists():
+        shutil.rmtree(native_dir(venv))
+        log.always(f"removed this venv's native module ({native_dir(venv)}): the minimal profile "
+                   "has none")
 
 
 # -- self-check (runs inside the venv's python) -------------------------------------------------
@@ -534,8 +561,8 @@ def problems_for(record: dict, check: dict) -> list[str]:
         if native["status"] != "ok":
             problems.append(f"sage_queue: {native['status']}: {native['detail']}")
     elif native["status"] == "ok":
-        problems.append("sage_queue: the native module imports in a minimal profile "
-                        f"(a stale build in {NATIVE_MODULE_DIR}?)")
+        problems.append("sage_queue: the native module imports in a minimal profile (a build in "
+                        f"{NATIVE_MODULE_DIR} or in <venv>/{VENV_NATIVE_DIR}?)")
     elif native["status"] != "not built":
         problems.append(f"sage_queue: the import does not fail cleanly: {native['detail']}")
     if record.get("options", {}).get("ray") and check["ray"]["status"] != "ok":
@@ -638,15 +665,16 @@ def install(args: argparse.Namespace, log: Log) -> int:
     (venv / INSTALL_LOG).write_text(f"install.py --{profile} at {datetime.datetime.now().isoformat()}\n")
     ensure_build_tools(venv, native, log)
     install_package(venv, args, log)
+    remove_tree_native_modules(log)
     if not native:
-        remove_stale_native_modules(log)
+        remove_venv_native_module(venv, log)
 
     record = {
         "profile": profile,
         "queue_backend": PROFILES[profile]["queue_backend"],
         "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": version,
-        "native_built": bool(native_modules()),
+        "native_built": bool(native_modules(venv)),
         **wanted,
     }
     write_record(venv, record)

@@ -2,6 +2,8 @@
 
 Without it, ``pip install .`` gives the pure-Python install (minimal profile).
 With it, a failing native build fails the install with the compiler's output.
+SAGE_NATIVE_DIR, when set (install.py sets it to <venv>/sage-native), is where the
+module is written instead of the package directory.
 """
 
 import os
@@ -37,7 +39,11 @@ class CMakeBuild(build_ext):
     def build_extension(self, ext):
         import pybind11
 
-        out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        # install.py passes SAGE_NATIVE_DIR: the venv's own directory, so the module of a
+        # --full venv lives in that venv and never in the (shared) source tree. Without it
+        # (a wheel build), the module goes where setuptools puts it: into the package.
+        out_dir = Path(os.environ.get("SAGE_NATIVE_DIR") or
+                       Path(self.get_ext_fullpath(ext.name)).parent).resolve()
         build_type = os.environ.get("SAGE_BUILD_TYPE", "Release")
         build_temp = Path(self.build_temp).resolve() / build_type
         build_temp.mkdir(parents=True, exist_ok=True)
@@ -51,6 +57,12 @@ class CMakeBuild(build_ext):
         ]
         subprocess.run(configure, cwd=build_temp, check=True)
         subprocess.run([configure[0], "--build", ".", "-j2"], cwd=build_temp, check=True)
+
+    def copy_extensions_to_source(self):
+        # An editable build copies the module from build/ into the tree; built straight into
+        # SAGE_NATIVE_DIR, there is nothing to copy, and the tree must stay without one.
+        if not os.environ.get("SAGE_NATIVE_DIR"):
+            super().copy_extensions_to_source()
 
 
 native = os.environ.get("SAGE_BUILD_NATIVE") == "1"

@@ -1,9 +1,9 @@
 """install.py, run for real: venvs, pip, the CMake build, the self-check.
 
 Each test installs from its own copy of the repo tree (no .venv, build, .git or
-*.so): the install is editable and builds the native module in place, so two
-tests sharing one tree would fight over that .so. A copy also proves that a
-fresh checkout installs.
+*.so): the install is editable, and tests that change sources must not change
+another test's. A copy also proves that a fresh checkout installs. The native
+module of --full lives in its venv (<venv>/sage-native), never in the tree.
 """
 
 from __future__ import annotations
@@ -79,7 +79,12 @@ def read_profile(venv: Path) -> dict:
     return json.loads((venv / "sage-profile.json").read_text())
 
 
-def native_modules(repo: Path) -> list[Path]:
+def native_modules(venv: Path) -> list[Path]:
+    """The venv's own build of the native module."""
+    return sorted((venv / "sage-native").glob("_native*.so"))
+
+
+def tree_native_modules(repo: Path) -> list[Path]:
     return sorted((repo / "sage_ext" / "sage_queue" / "python").glob("_native*.so"))
 
 
@@ -114,7 +119,8 @@ def test_full_install_builds_a_native_queue_that_moves_items_across_processes(fu
     assert profile["profile"] == "full"
     assert profile["queue_backend"] == "sage"
     assert profile["native_built"] is True
-    assert native_modules(repo), "no _native*.so built in the copied tree"
+    assert native_modules(venv), "no _native*.so built in the venv"
+    assert tree_native_modules(repo) == [], "the native module belongs in the venv, not the tree"
 
     script = tmp_path / "cross_process.py"
     script.write_text(CROSS_PROCESS_SCRIPT)
@@ -125,7 +131,7 @@ def test_full_install_builds_a_native_queue_that_moves_items_across_processes(fu
 
 def test_second_identical_full_run_says_nothing_to_do_and_skips_pip(full_install):
     venv, repo = full_install["venv"], full_install["repo"]
-    log, so = venv / "sage-install.log", native_modules(repo)[0]
+    log, so = venv / "sage-install.log", native_modules(venv)[0]
     before = (log.stat().st_mtime_ns, so.stat().st_mtime_ns, read_profile(venv))
 
     proc = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
@@ -233,14 +239,14 @@ def test_switching_full_to_minimal_reinstalls_and_removes_the_stale_native_modul
     repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
     full = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
     assert full.returncode == 0, full.output
-    assert native_modules(repo)
+    assert native_modules(venv)
 
     minimal = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
 
     assert minimal.returncode == 0, minimal.output
     assert "profile full -> minimal" in minimal.stdout
-    assert "removed the native module" in minimal.stdout
-    assert native_modules(repo) == []
+    assert "removed this venv's native module" in minimal.stdout
+    assert native_modules(venv) == [] and not (venv / "sage-native").exists()
     assert read_profile(venv)["profile"] == "minimal"
     assert run_in_venv(venv, "-c", NATIVE_IMPORT, cwd=tmp_path).returncode != 0
     check = run_install(repo, "--check", "--venv", str(venv))
@@ -274,7 +280,7 @@ def test_reinstall_after_a_native_source_change_rebuilds_the_module(tmp_path):
     repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
     first = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
     assert first.returncode == 0, first.output
-    [so] = native_modules(repo)
+    [so] = native_modules(venv)
     built = so.stat().st_mtime_ns
     with open(repo / "sage_ext" / "sage_queue" / "src" / "shm_queue.cpp", "a") as source:
         source.write("\n// changed by test_install: the next --full must rebuild\n")
@@ -287,7 +293,7 @@ def test_reinstall_after_a_native_source_change_rebuilds_the_module(tmp_path):
     assert "changing the install in" in second.stdout
     assert "native sources or packaging files changed" in second.stdout
     assert "sage_queue  built; put/get across two processes ok" in second.stdout
-    [so] = native_modules(repo)
+    [so] = native_modules(venv)
     assert so.stat().st_mtime_ns > built
     third = run_install(repo, "--full", "--no-ray", "--venv", str(venv))
     assert "already installed: full; nothing to do" in third.stdout
@@ -350,3 +356,53 @@ def test_cxx_that_names_no_executable_exits_2_before_creating_anything(tmp_path)
     assert proc.returncode == 2, proc.output
     assert "CXX='no-such-compiler-here' is not an executable: fix CXX or unset it" in proc.stderr
     assert not venv.exists()
+
+
+def _works(repo: Path, venv: Path, profile: str, tmp_path: Path) -> None:
+    """--check of the venv says it works, and the native module imports exactly for full."""
+    check = run_install(repo, "--check", "--venv", str(venv))
+    assert check.returncode == 0, check.output
+    assert f"ok: {profile} profile works" in check.stdout
+    native = run_in_venv(venv, "-c", NATIVE_IMPORT, cwd=tmp_path)
+    assert (native.returncode == 0) == (profile == "full"), native.stderr
+
+
+def test_two_venvs_of_different_profiles_on_one_checkout_keep_working_in_any_order(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    full_venv, minimal_venv = tmp_path / "full", tmp_path / "minimal"
+    assert run_install(repo, "--minimal", "--no-ray", "--venv", str(minimal_venv)).returncode == 0
+    full = run_install(repo, "--full", "--no-ray", "--venv", str(full_venv))
+    assert full.returncode == 0, full.output
+    _works(repo, minimal_venv, "minimal", tmp_path)  # the full build did not reach it
+
+    with open(repo / "pyproject.toml", "a") as pyproject:  # both are out of date now
+        pyproject.write("\n# changed by test_install\n")
+    again = run_install(repo, "--minimal", "--no-ray", "--venv", str(minimal_venv))
+    assert again.returncode == 0 and "packaging files changed" in again.stdout, again.output
+    _works(repo, full_venv, "full", tmp_path)  # the minimal install took nothing from it
+    _works(repo, minimal_venv, "minimal", tmp_path)
+
+    rebuilt = run_install(repo, "--full", "--no-ray", "--venv", str(full_venv))
+    assert rebuilt.returncode == 0, rebuilt.output
+    _works(repo, full_venv, "full", tmp_path)
+    _works(repo, minimal_venv, "minimal", tmp_path)
+    assert tree_native_modules(repo) == []
+
+
+def test_a_native_module_left_in_the_tree_is_removed_and_check_tells_the_truth_meanwhile(
+        full_install, tmp_path):
+    repo, venv = copy_repo(tmp_path / "repo"), tmp_path / "venv"
+    assert run_install(repo, "--minimal", "--no-ray", "--venv", str(venv)).returncode == 0
+    # an install from before the move left its module in the tree: a minimal venv imports it
+    [built] = native_modules(full_install["venv"])
+    stray = repo / "sage_ext" / "sage_queue" / "python" / built.name
+    shutil.copy2(built, stray)
+
+    check = run_install(repo, "--check", "--venv", str(venv))
+
+    assert check.returncode == 1, check.output
+    assert "the native module imports in a minimal profile" in check.stdout
+    repaired = run_install(repo, "--minimal", "--no-ray", "--venv", str(venv))
+    assert repaired.returncode == 0, repaired.output
+    assert "from the source tree" in repaired.stdout and not stray.exists()
+    _works(repo, venv, "minimal", tmp_path)
