@@ -55,11 +55,16 @@ def test_queue_list_and_inspect_show_a_live_queue(make_queue):
 def test_bench_runs_python_queue_beside_queue_queue():
     result = sage("bench", "--backend", "python_queue", "--items", "2000")
     assert result.returncode == 0, result.stderr + result.stdout
-    rows = [line.split() for line in result.stdout.splitlines()[1:5]]
-    assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("threads", "python_queue", "1"), ("threads", "queue.Queue", "1"),
-        ("threads", "python_queue", "64"), ("threads", "queue.Queue", "64")]
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["placement", "queue", "batch", "how", "items", "items/s", "vs",
+                                "the", "alternative"]
+    rows = [line.split() for line in lines[1:6]]
+    assert [tuple(r[:4]) for r in rows] == [
+        ("threads", "python_queue", "1", "per"), ("threads", "queue.Queue", "1", "per"),
+        ("threads", "python_queue", "64", "put_many"), ("threads", "python_queue", "64", "list"),
+        ("threads", "queue.Queue", "64", "list")]
     assert rows[0][-1] == "queue.Queue" and rows[0][-2].endswith("x")
+    assert " ".join(rows[2][-5:]) == "queue.Queue (a list per put)"
 
 
 def test_queue_refuses_without_the_native_module_and_says_how_to_get_it(monkeypatch, capsys):
@@ -237,11 +242,14 @@ def test_the_managers_own_command_line_takes_the_same_commands(parked):
 def test_bench_json_has_each_backend_beside_its_alternative():
     results = _json(sage("bench", "--placement", "threads", "--items", "4000", "--batch", "8",
                          "--json"))
-    assert [(r["queue"], r["ours"], r["batch"]) for r in results] == [
-        ("python_queue", True, 8), ("queue.Queue", False, 8)]
-    ours, other = results
-    assert ours["versus"] == "queue.Queue" and other["items_per_s"] > 0
-    assert abs(ours["ratio"] - ours["items_per_s"] / other["items_per_s"]) < 0.01
+    assert [(r["queue"], r["ours"], r["batch"], r["how"]) for r in results] == [
+        ("python_queue", True, 8, "put_many"), ("python_queue", True, 8, "list"),
+        ("queue.Queue", False, 8, "list")]
+    *ours, other = results
+    assert other["items_per_s"] > 0 and "ratio" not in other
+    for row in ours:
+        assert row["versus"] == "queue.Queue (a list per put)"
+        assert abs(row["ratio"] - row["items_per_s"] / other["items_per_s"]) < 0.01
 
 
 @requires_native
@@ -287,9 +295,10 @@ def test_bench_on_ray_keeps_rays_start_up_lines_out_unless_verbose():
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == "", quiet.stderr
     rows = json.loads(quiet.stdout)
-    assert [(r["queue"], r["batch"], r["items"]) for r in rows] == [
-        ("ray_queue", 1, 40), ("ray.util.queue.Queue", 1, 40),
-        ("ray_queue", 64, 640), ("ray.util.queue.Queue", 64, 640)]
+    assert [(r["queue"], r["batch"], r["how"], r["items"]) for r in rows] == [
+        ("ray_queue", 1, "per item", 40), ("ray.util.queue.Queue", 1, "per item", 40),
+        ("ray_queue", 64, "put_many", 640), ("ray_queue", 64, "list", 640),
+        ("ray.util.queue.Queue", 64, "list", 640)]
     assert rows[0]["versus"] == "ray.util.queue.Queue"
     for verbose in (["--verbose", "bench"], ["bench", "--verbose"]):
         loud = sage(*verbose, "--placement", "ray", "--items", "640", "--batch", "64", env=env)

@@ -5,9 +5,11 @@
     Ray tasks                  ray_queue     vs ray.util.queue.Queue
 
 One producer (a spawned process, a thread or a Ray task, as the placement says) and one
-consumer (this process) move small dicts, one at a time and in batches. A queue without
-batch calls gets the batch as one list per put, which is what its users do. Ratios are
-measured in one run: the machines are noisy, absolute figures drift.
+consumer (this process) move small dicts, one per call, and in batches two ways: with
+put_many/get_many (ours only) and as one list per put (every queue can; what users of
+the alternatives do). Each of ours is compared with the alternative moving the same
+batch size, a list per put for batches. Ratios are measured in one run: the machines are
+noisy, absolute figures drift.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ SMALL_ITEM = {"id": 0, "ts": 1.5, "tag": "abc", "vals": [1, 2, 3]}
 WAIT_SECONDS = 120  # a consumer that hears nothing this long reports the run as failed
 
 
+ITEM, MANY, LIST = "per item", "put_many", "list"  # how a run moves its items
+
+
 @dataclasses.dataclass(frozen=True)
 class Contender:
     name: str
     make: Callable  #: () -> a fresh queue
-    batches: bool  #: has put_many/get_many (else a batch travels as one list)
+    batches: bool  #: has put_many/get_many
     dispose: Callable  #: (queue) -> None
 
 
@@ -79,11 +84,11 @@ PLACEMENTS = {
 }
 
 
-def _produce(q, count: int, batch: int, batches: bool) -> None:
-    if batch == 1:
+def _produce(q, count: int, batch: int, how: str) -> None:
+    if how == ITEM:
         for _ in range(count):
             q.put(SMALL_ITEM)
-    elif batches:
+    elif how == MANY:
         chunk = [SMALL_ITEM] * batch
         for _ in range(count // batch):
             q.put_many(chunk)
@@ -93,14 +98,14 @@ def _produce(q, count: int, batch: int, batches: bool) -> None:
     q.put(None)  # the end
 
 
-def _consume(q, batch: int, batches: bool) -> tuple[int, int, float]:
+def _consume(q, batch: int, how: str) -> tuple[int, int, float]:
     """(items received, items in the first get, when the first get returned): the clock
     starts there, so starting the producer (a process spawn, a Ray task) is not timed."""
     received, first, first_at = 0, None, 0.0
     while True:
-        if batch == 1:
+        if how == ITEM:
             items = [q.get(timeout=WAIT_SECONDS)]
-        elif batches:
+        elif how == MANY:
             items = q.get_many(batch, timeout=WAIT_SECONDS)
         else:
             got = q.get(timeout=WAIT_SECONDS)
@@ -113,9 +118,9 @@ def _consume(q, batch: int, batches: bool) -> tuple[int, int, float]:
             received += 1
 
 
-def _start_producer(placement: str, q, count: int, batch: int, batches: bool) -> Callable:
+def _start_producer(placement: str, q, count: int, batch: int, how: str) -> Callable:
     """Start the producer where the placement puts it; returns a join() callable."""
-    args = (q, count, batch, batches)
+    args = (q, count, batch, how)
     if placement == "processes":
         proc = mp.get_context("spawn").Process(target=_produce, args=args)
         proc.start()
@@ -130,16 +135,16 @@ def _start_producer(placement: str, q, count: int, batch: int, batches: bool) ->
     return lambda: thread.join(WAIT_SECONDS)
 
 
-def _run(placement: Placement, contender: Contender, count: int, batch: int) -> dict:
+def _run(placement: Placement, contender: Contender, count: int, batch: int, how: str) -> dict:
     row = dict(placement=placement.name, queue=contender.name, ours=contender is placement.ours,
-               batch=batch, items=count)
+               batch=batch, how=how, items=count)
     try:
         q = contender.make()
     except (BackendUnavailableError, ImportError, OSError) as exc:
         return dict(row, error=str(exc))
     try:
-        join = _start_producer(placement.name, q, count, batch, contender.batches)
-        received, first, first_at = _consume(q, batch, contender.batches)
+        join = _start_producer(placement.name, q, count, batch, how)
+        received, first, first_at = _consume(q, batch, how)
         seconds = time.perf_counter() - first_at
         join()
     except (stdlib_queue.Empty, OSError, RuntimeError) as exc:
@@ -161,8 +166,9 @@ def available_placements() -> list[str]:
 
 def bench(placements=None, count: int = 100_000, ray_count: int = 2_000,
           batches=(1, 64)) -> list[dict]:
-    """Items/s of each placement's backend and its alternative, per batch size. A row of
-    ours carries ``ratio``: its items/s over the alternative's in the same run."""
+    """Items/s of each placement's backend and its alternative, per batch size (and, for
+    batches, per way of moving them). A row of ours carries ``ratio`` and ``versus``: its
+    items/s over the alternative's with the same batch size in the same run."""
     backends = get_queue_backends()
     chosen = list(placements or available_placements())
     for name in chosen:
@@ -186,12 +192,14 @@ def bench(placements=None, count: int = 100_000, ray_count: int = 2_000,
                 # one Ray call per item costs ~1 ms: fewer items keep the run short
                 n = ray_count if name == "ray" and batch == 1 else count
                 n -= n % batch
-                ours = _run(placement, placement.ours, n, batch)
-                other = _run(placement, placement.alternative, n, batch)
-                if "items_per_s" in ours and "items_per_s" in other:
-                    ours["ratio"] = round(ours["items_per_s"] / other["items_per_s"], 2)
-                    ours["versus"] = other["queue"]
-                results += [ours, other]
+                ways = (ITEM,) if batch == 1 else (MANY, LIST)
+                rows = [_run(placement, placement.ours, n, batch, how) for how in ways]
+                other = _run(placement, placement.alternative, n, batch, ways[-1])
+                for ours in rows:
+                    if "items_per_s" in ours and "items_per_s" in other:
+                        ours["ratio"] = round(ours["items_per_s"] / other["items_per_s"], 2)
+                        ours["versus"] = other["queue"] + (" (a list per put)" if batch > 1 else "")
+                results += [*rows, other]
     finally:
         if started_ray:
             import ray
@@ -201,24 +209,25 @@ def bench(placements=None, count: int = 100_000, ray_count: int = 2_000,
 
 
 def format_bench(results: list[dict]) -> str:
-    header = ("placement", "queue", "batch", "items", "items/s", "vs the alternative")
+    header = ("placement", "queue", "batch", "how", "items", "items/s", "vs the alternative")
     rows = [header]
     for r in results:
         if "error" in r:
-            rows.append((r["placement"], r["queue"], str(r["batch"]), f"{r['items']:,}",
+            rows.append((r["placement"], r["queue"], str(r["batch"]), r["how"], f"{r['items']:,}",
                          "FAILED", r["error"]))
             continue
         ratio = f"{r['ratio']:.2f}x {r['versus']}" if "ratio" in r else ""
-        rows.append((r["placement"], r["queue"], str(r["batch"]), f"{r['items']:,}",
+        rows.append((r["placement"], r["queue"], str(r["batch"]), r["how"], f"{r['items']:,}",
                      f"{r['items_per_s']:,}", ratio))
     widths = [max(len(row[c]) for row in rows) for c in range(len(header) - 1)]
-    right = {2, 3, 4}
+    right = {2, 4, 5}
     lines = ["  ".join([cell.rjust(w) if c in right else cell.ljust(w)
                         for c, (cell, w) in enumerate(zip(row, widths, strict=False))] + [row[-1]]).rstrip()
              for row in rows]
-    lines.append("(1 producer, 1 consumer, small dicts; producer in a spawned process, a thread or "
-                 "a Ray task as the placement says; batch > 1: put_many/get_many, or one list "
-                 "per put for queues without batch calls)")
+    lines.append("(1 producer, 1 consumer, small dicts; the producer in a spawned process, a "
+                 "thread or a Ray task as the placement says; a batch moves with put_many/get_many "
+                 "or as one list per put; ours against the alternative's run of the same batch "
+                 "size)")
     return "\n".join(lines)
 
 
@@ -243,24 +252,25 @@ def plot_bench(results: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(placements), figsize=(4.5 * len(placements), 4.2), squeeze=False)
     for ax, name in zip(axes[0], placements, strict=True):
         rows = [r for r in results if r["placement"] == name]
-        batches = list(dict.fromkeys(r["batch"] for r in rows))
+        groups = list(dict.fromkeys((r["batch"], r["how"]) for r in rows))
         for offset, ours in ((-0.2, True), (0.2, False)):
-            picked = [next((r for r in rows if r["batch"] == b and r["ours"] is ours), {})
-                      for b in batches]
-            label = next((r["queue"] for r in picked if r), "")
-            values = [r.get("items_per_s", 0) for r in picked]
-            bars = ax.bar([i + offset for i in range(len(batches))], values, 0.4, label=label,
+            picked = [(i, r) for i, g in enumerate(groups) for r in rows
+                      if (r["batch"], r["how"]) == g and r["ours"] is ours]
+            if not picked:
+                continue
+            values = [r.get("items_per_s", 0) for _, r in picked]
+            bars = ax.bar([i + offset for i, _ in picked], values, 0.4, label=picked[0][1]["queue"],
                           color="tab:blue" if ours else "tab:gray")
             ax.bar_label(bars, labels=[f"{v:,.0f}" if v else "failed" for v in values],
                          fontsize=7, rotation=90, padding=2)
-        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_xticks(range(len(groups)), [f"batch {b}\n{how}" for b, how in groups], fontsize=8)
         ax.set_yscale("log")
         top = max((r.get("items_per_s", 0) for r in rows), default=0)
         if top:
             ax.set_ylim(top=top * 30)  # room for the labels above the bars
         ax.set_title(f"{name}: producer in {PLACEMENTS[name].where}", fontsize=9)
         ax.set_ylabel("items/s (log)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("sage bench: each backend beside the usual alternative (1 producer, 1 consumer)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
