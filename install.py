@@ -104,7 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--venv", default=str(REPO / ".venv"),
                         help="virtual environment to create or reuse (default: %(default)s)")
     parser.add_argument("--dev", action="store_true",
-                        help="also install the test and dev extras (pytest, pytest-xdist, tox, ...)")
+                        help="also install the test, dev and plot extras (pytest, pytest-xdist, "
+                             "tox, ..., matplotlib for `sage bench --plot`)")
     parser.add_argument("--no-ray", action="store_true",
                         help="skip the ray extra (~260 MB); the ray_queue backend is then unavailable")
     parser.add_argument("--quiet", action="store_true", help="print only errors and the outcome")
@@ -363,7 +364,8 @@ def first_error_line(output: str) -> str | None:
 
 def install_package(venv: Path, args: argparse.Namespace, log: Log) -> None:
     native = PROFILES[args.profile]["native"]
-    extras = [name for name, on in (("ray", not args.no_ray), ("test", args.dev), ("dev", args.dev)) if on]
+    extras = [name for name, on in (("ray", not args.no_ray), ("test", args.dev), ("dev", args.dev),
+                                    ("plot", args.dev)) if on]
     target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
     what = f"sage-queue{'[' + ','.join(extras) + ']' if extras else ''}"
     log.step(f"installing {what} editable{' with the native build (CMake)' if native else ''}; "
