@@ -26,6 +26,8 @@ if ray_installed():
 from sage.core.api import JobFailedError, LocalEnvironment, RemoteEnvironment
 from sage.core.function import BaseService, MapFunction, SinkFunction, SourceFunction
 from sage.runtime.errors import PlacementError
+from sage.runtime.plan import build_plan
+from sage.runtime.ray_placement import Where, edge_transports, plan_queues
 from sage.utils import create_queue
 
 INSIDE = "sage_queue" if native_available() else "ray_queue"  # an edge within one node
@@ -101,6 +103,33 @@ class Endless(SourceFunction):
     def execute(self):
         self.n += 1
         return self.n
+
+
+def test_each_queue_takes_its_transport_from_where_its_reader_and_writers_are():
+    """The rule itself, without Ray: inside a node with the native module, sage_queue; a
+    writer on another node or a node without it (the minimal profile), ray_queue."""
+    from sage.runtime.ray_job import RemoteOptions
+
+    env = LocalEnvironment("rule")  # only declares here
+    src = env.from_collection(range(4), parallelism=2, name="src")
+    src.map(abs, name="near").sink(print, name="far")
+    plan = build_plan(env.pipeline, [], "ray", "rule")
+
+    def at(node, native=True):
+        return Where(node_id=node * 8, ip="127.0.0.1", pid=1, shm_key="k", sage_queue=native)
+
+    where = {"src[0]": at("a"), "src[1]": at("a"), "near[0]": at("a"), "far[0]": at("b")}
+    rows = edge_transports(plan, plan_queues(plan, where, RemoteOptions(), "ns"))
+    assert [(r["downstream"], r["transport"]) for r in rows] == [
+        ("near[0]", "sage_queue"), ("far[0]", "ray_queue")]
+    assert "crosses nodes: near[0] on node aaaaaaaa -> far[0] on node bbbbbbbb" in rows[1]["reason"]
+    where["src[1]"] = at("b")  # one writer away: the whole input queue of near[0] crosses
+    rows = edge_transports(plan, plan_queues(plan, where, RemoteOptions(), "ns"))
+    assert rows[0]["transport"] == "ray_queue" and "src[1] on node bbbbbbbb" in rows[0]["reason"]
+    where = {k: at("a", native=False) for k in where}
+    rows = edge_transports(plan, plan_queues(plan, where, RemoteOptions(), "ns"))
+    assert {r["transport"] for r in rows} == {"ray_queue"}
+    assert "no native sage_queue (minimal profile)" in rows[0]["reason"]
 
 
 def _process_gone(pid: int, timeout: float) -> bool:
