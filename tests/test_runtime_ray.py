@@ -145,21 +145,26 @@ def _process_gone(pid: int, timeout: float) -> bool:
 
 
 def assert_job_left_nothing(job) -> None:
-    ns = job.namespace
-    named = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns]
+    _assert_nothing_of(job.namespace, [n for _, n in job.actor_names],
+                       [pid for pid, _ in job.task_pids.values()], job.queue_names)
+
+
+def _assert_nothing_of(namespace: str, actor_names: list, pids: list, queues: list) -> None:
+    named = [a for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == namespace]
     assert named == [], f"named actors of the job are left: {named}"
     # ray.util.state needs the dashboard, which the test cluster does not start: the GCS's
     # actor table says the same (every actor of the job DEAD)
     from ray._private import state
 
-    names = {name for _, name in job.actor_names}
+    names = set(actor_names)
     alive = [(a.get("Name"), a["State"]) for a in state.actors().values()
              if a.get("Name") in names and a["State"] != "DEAD"]
     assert alive == [], f"actors of the job are not dead: {alive}"
     assert ray.util.placement_group_table() == {}, "a placement group is left"
-    for key, (pid, _) in job.task_pids.items():
-        assert _process_gone(pid, 10), f"the actor process of {key} (pid {pid}) is still running"
-    left = [n for n in job.queue_names if os.path.exists(f"/dev/shm/sage_queue.{n}")]
+    for pid in pids:
+        assert _process_gone(pid, 10), f"an actor process (pid {pid}) is still running"
+    left = [n for n in queues if os.path.exists(f"/dev/shm/sage_queue.{n}")]
     assert left == [], f"segments of the job are left: {left}"
 
 
@@ -427,3 +432,44 @@ def test_a_function_that_cannot_be_sent_to_an_actor_is_refused_naming_it(cluster
     env.from_collection([1]).map(lambda x: (lock, x)[1], name="locked").sink(lambda x: None)
     with pytest.raises(TypeError, match=r"locked\[0\]: its function cannot be sent to a Ray actor"):
         env.submit()
+
+
+DRIVER = """
+import json
+from sage.core.api import RemoteEnvironment
+from sage.core.function import SourceFunction
+
+class Endless(SourceFunction):
+    def execute(self):
+        return 1
+
+env = RemoteEnvironment("driver")  # the cluster named by SAGE_QUEUE_RAY_ADDRESS
+env.from_source(Endless).place(node_b=1).map(lambda x: x).sink(lambda x: None).place(node_b=1)
+job = env.submit()
+print("READY", json.dumps([job.namespace, [n for _, n in job.actor_names],
+                           [p for p, _ in job.task_pids.values()], job.queue_names]), flush=True)
+env.wait()
+"""
+
+
+def test_sigterm_on_the_driver_ends_its_job_with_nothing_left(cluster):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=child_env(SAGE_QUEUE_RAY_ADDRESS=cluster.address))
+    try:
+        line = driver.stdout.readline()
+        assert line.startswith("READY"), line + driver.stderr.read()
+        namespace, names, pids, queues = json.loads(line.split(" ", 1)[1])
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=15) != 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    _assert_nothing_of(namespace, names, pids, queues)
