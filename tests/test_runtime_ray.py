@@ -16,19 +16,19 @@ import uuid
 
 import pytest
 
-from conftest import native_available, ray_installed, requires_ray
-
-pytestmark = requires_ray
-
-if ray_installed():
-    import ray
-
 from sage.core.api import JobFailedError, LocalEnvironment, RemoteEnvironment
 from sage.core.function import BaseService, MapFunction, SinkFunction, SourceFunction
 from sage.runtime.errors import PlacementError
 from sage.runtime.plan import build_plan
 from sage.runtime.ray_placement import Where, edge_transports, plan_queues
 from sage.utils import create_queue
+
+from conftest import native_available, ray_installed, requires_ray
+
+pytestmark = requires_ray
+
+if ray_installed():
+    import ray
 
 INSIDE = "sage_queue" if native_available() else "ray_queue"  # an edge within one node
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -34,8 +34,15 @@ from .driver_exit import live_jobs, register_exit_hook, restore_sigterm, unwind_
 from .errors import JobFailedError, PlacementError, TaskFailure
 from .job import InstanceMetrics, JobSummary, RuntimeOptions, _signals_deferred
 from .plan import Plan
-from .ray_placement import (TRANSPORTS, Where, describe_job, edge_transports, links_of,
-                            plan_queues, service_key)
+from .ray_placement import (
+    TRANSPORTS,
+    Where,
+    describe_job,
+    edge_transports,
+    links_of,
+    plan_queues,
+    service_key,
+)
 from .task.ray_task import RayTask, destroy_segments, shm_key
 
 __all__ = ["RayJob", "RemoteOptions", "connect"]
@@ -248,7 +255,7 @@ class RayJob:
                  for reader, specs in by_reader.items()])
 
     def _start_loops(self) -> None:
-        plan, o = self.plan, self.options
+        plan = self.plan
         for task in self._tasks.values():
             spec = task.spec
             try:

@@ -204,7 +204,7 @@ class RayTask:
     def release(self) -> list:
         """Remove the queues this task created (after the loops have ended); the names."""
         removed = []
-        for name, spec in self._owned.items():
+        for name in self._owned:
             q = self._queues.get(name)
             try:
                 q.destroy()
