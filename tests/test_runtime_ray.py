@@ -430,7 +430,8 @@ def test_a_function_that_cannot_be_sent_to_an_actor_is_refused_naming_it(cluster
     lock = threading.Lock()
     env = RemoteEnvironment("unpicklable")
     env.from_collection([1]).map(lambda x: (lock, x)[1], name="locked").sink(lambda x: None)
-    with pytest.raises(TypeError, match=r"locked\[0\]: its function cannot be sent to a Ray actor"):
+    with pytest.raises(TypeError, match=r"operator 'locked': its function cannot be sent to a "
+                                        r"Ray actor \(TypeError: cannot pickle '_thread.lock'"):
         env.submit()
 
 

@@ -186,6 +186,7 @@ class RayJob:
         unwind_on_sigterm()
         register_exit_hook()
         try:
+            self._check_sendable()
             self._check_resources()
             self._create_actors()
             self._place()
@@ -199,6 +200,24 @@ class RayJob:
             self.state = "failed"
             raise
         return self
+
+    def _check_sendable(self) -> None:
+        """Every function goes to its actors pickled (Ray's cloudpickle): one that cannot
+        be is refused before anything starts, naming its operator."""
+        import ray.cloudpickle
+
+        declared = [(f"operator {n.name!r}", (n.function, n.args, n.kwargs)) for n in self.plan.nodes]
+        declared += [(f"service {s.decl.name!r}", (s.decl.cls, s.decl.args, s.decl.kwargs))
+                     for s in self.plan.services]
+        for what, parts in declared:
+            try:
+                ray.cloudpickle.dumps(parts)
+            except Exception as exc:  # noqa: BLE001 - whatever pickling raised, the fix is one
+                raise TypeError(
+                    f"{what}: its function cannot be sent to a Ray actor ({type(exc).__name__}: "
+                    f"{exc}). On RemoteEnvironment a function, its arguments and what it "
+                    "refers to must pickle with cloudpickle: pass a class with plain "
+                    "arguments, and share state through a service, not driver objects") from exc
 
     def _check_resources(self) -> None:
         """A resource no node has would leave the actor pending for ever: say so now."""
@@ -258,31 +277,21 @@ class RayJob:
         plan = self.plan
         for task in self._tasks.values():
             spec = task.spec
-            try:
-                if task.is_service:
-                    links = links_of(plan, self.queues, spec.request_queue, spec.slot,
-                                     service=True)
-                    task.run_ref = task.actor.run_service.remote(spec, links, self.env_name)
-                    continue
-                out_edges = []
-                for edge in plan.out_edges(spec.node):
-                    targets = plan.instances_of(edge.downstream)
-                    out_edges.append((edge.input_index, edge.routing,
-                                      [t.input_queue for t in targets], targets[0].node.name,
-                                      edge.tagged))
-                links = links_of(plan, self.queues, spec.input_queue, spec.slot,
-                                 [n for e in out_edges for n in e[2]])
-                light = dataclasses.replace(spec, node=_without_upstream_functions(spec.node))
-                task.run_ref = task.actor.run_operator.remote(
-                    light, out_edges, links, self._batch_size(out_edges), self.env_name)
-            except (TypeError, AttributeError, ValueError) as exc:
-                if "pickle" not in str(exc).lower() and "serializ" not in str(exc).lower():
-                    raise
-                raise TypeError(
-                    f"{task.key}: its function cannot be sent to a Ray actor ({exc}). On "
-                    "RemoteEnvironment every function, its arguments and what it refers to "
-                    "must pickle with cloudpickle; pass a class with plain arguments, and "
-                    "share state through a service instead of driver objects") from exc
+            if task.is_service:
+                links = links_of(plan, self.queues, spec.request_queue, spec.slot, service=True)
+                task.run_ref = task.actor.run_service.remote(spec, links, self.env_name)
+                continue
+            out_edges = []
+            for edge in plan.out_edges(spec.node):
+                targets = plan.instances_of(edge.downstream)
+                out_edges.append((edge.input_index, edge.routing,
+                                  [t.input_queue for t in targets], targets[0].node.name,
+                                  edge.tagged))
+            links = links_of(plan, self.queues, spec.input_queue, spec.slot,
+                             [n for e in out_edges for n in e[2]])
+            light = dataclasses.replace(spec, node=_without_upstream_functions(spec.node))
+            task.run_ref = task.actor.run_operator.remote(
+                light, out_edges, links, self._batch_size(out_edges), self.env_name)
 
     def _batch_size(self, out_edges: list) -> int:
         """A task that writes to a ray_queue batches more (RemoteOptions.ray_batch_size)."""
