@@ -474,3 +474,11 @@ def test_sigterm_on_the_driver_ends_its_job_with_nothing_left(cluster):
             driver.kill()
             driver.wait()
     _assert_nothing_of(namespace, names, pids, queues)
+
+
+def test_another_address_than_the_cluster_this_process_is_on_is_refused(cluster):
+    env = RemoteEnvironment("elsewhere", address="127.0.0.1:1")
+    env.from_collection([1]).sink(lambda x: None)
+    with pytest.raises(RuntimeError, match=f"connected to the Ray cluster at {cluster.address} "
+                                           "already, so it cannot join 127.0.0.1:1"):
+        env.submit()

@@ -82,12 +82,20 @@ class RemoteOptions(RuntimeOptions):
 def connect(address: str | None = None) -> str:
     """Join the Ray cluster at ``address``, else SAGE_QUEUE_RAY_ADDRESS (the queue layer's
     ray_address setting), else start a local Ray on 127.0.0.1; the cluster's address.
-    A Ray this process is connected to already is used as it is."""
+    A Ray this process is connected to already is used as it is (asking for another
+    address then is an error: one process joins one cluster)."""
     if ray is None:
         raise BackendUnavailableError(
             "RemoteEnvironment runs on Ray, which is not installed here: `pip install ray` "
             "(both install profiles include it: `python install.py --minimal`)")
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address and address != "auto" and address.removeprefix("ray://") != current:
+            raise RuntimeError(
+                f"this process is connected to the Ray cluster at {current} already, so it "
+                f"cannot join {address}: call ray.shutdown() first, or leave address out "
+                "to use the cluster it is on")
+    else:
         address = address or load_config().ray_address
         quiet = dict(include_dashboard=False, logging_level=logging.WARNING)
         if address:
