@@ -482,3 +482,25 @@ def test_another_address_than_the_cluster_this_process_is_on_is_refused(cluster)
     with pytest.raises(RuntimeError, match=f"connected to the Ray cluster at {cluster.address} "
                                            "already, so it cannot join 127.0.0.1:1"):
         env.submit()
+
+
+class Waits(MapFunction):
+    def execute(self, x):
+        return self.call_service["model"].slow(60)  # no timeout: only the job's end frees it
+
+
+def test_a_killed_service_fails_the_job_while_its_callers_wait_on_it(cluster):
+    env = RemoteEnvironment("service-killed")
+    env.register_service("model", Model, 1)
+    env.from_collection([1, 2]).map(Waits, name="caller").place(node_b=1).sink(lambda x: None)
+    job = env.submit()
+    with pytest.raises(TimeoutError):
+        job.wait(timeout=1)  # the caller is waiting on the service
+    pid, _ = job.task_pids["service:model"]
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match=r"'service:model' instance 0 failed: ActorDied"):
+        env.wait(timeout=30)
+    assert time.monotonic() - started < 8
+    env.close()
+    assert_job_left_nothing(job)

@@ -332,14 +332,16 @@ class RayJob:
         return TaskFailure(task.operator, task.instance, "ActorDied", f"{why}: {first}", str(exc))
 
     def _take(self, keys: list, deadline: float | None) -> None:
-        """Collect how these loops ended; the first failure (its cause, if it is the effect
-        of another task's death) fails the job."""
-        pending = {self._tasks[k].run_ref: self._tasks[k] for k in keys if k not in self._done}
-        while pending:
+        """Block until the loops of ``keys`` have ended, watching every loop still running
+        meanwhile (a service that dies while operators wait on its answers must fail the
+        job, not leave them waiting); the first failure (its cause, if it is the effect of
+        another task's death) fails the job."""
+        pending = {t.run_ref: t for t in self._tasks.values() if t.key not in self._done}
+        waiting_for = {k for k in keys if k not in self._done}
+        while waiting_for:
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
-                raise TimeoutError("the job is still running: " + ", ".join(
-                    sorted(t.key for t in pending.values())))
+                raise TimeoutError("the job is still running: " + ", ".join(sorted(waiting_for)))
             if threading.current_thread() is threading.main_thread():
                 # wake now and then: Python runs signal handlers (Ctrl-C) in the main thread
                 timeout = _SIGNAL_CHECK if timeout is None else min(timeout, _SIGNAL_CHECK)
@@ -347,6 +349,7 @@ class RayJob:
             for ref in ready:
                 task = pending.pop(ref)
                 self._done.add(task.key)
+                waiting_for.discard(task.key)
                 failure = self._outcome(task, ref)
                 if failure is not None:
                     self._fail(failure, task, pending)
