@@ -233,7 +233,11 @@ def main(argv=None) -> int:
     if args.lines < 0 or args.top < 0:
         parser.error("--lines and --top must be >= 0")
     if args.remote is not None:
-        return run_demo(args.lines, "remote", args.top, address=args.remote or None)
+        try:
+            return run_demo(args.lines, "remote", args.top, address=args.remote or None)
+        except ConnectionError as exc:  # no cluster at the address: say so, no traceback
+            print(f"sage demo: {exc}", file=sys.stderr)
+            return 2
     mode = args.mode
     if mode == "auto":
         mode = "process" if is_sage_queue_available() else "thread"

@@ -16,9 +16,11 @@ job, naming the task and its node.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -99,28 +101,58 @@ def connect(address: str | None = None) -> str:
         address = address or load_config().ray_address
         quiet = dict(include_dashboard=False, logging_level=logging.WARNING)
         if address:
-            ray.init(address=address, **quiet)
+            _join(address, **quiet)
         else:
             _start_local_ray(**quiet)
     return ray.get_runtime_context().gcs_address
 
 
-def _start_local_ray(**options) -> None:
-    """A Ray of our own, on loopback only. address="local": with no address Ray joins the
-    last cluster started on this machine, whoever's it is. Ray turns 127.0.0.1 into the
-    machine's network address unless its ENABLE_RAY_CLUSTER is off (read at each lookup;
-    its environment variable counts only before Ray is imported); off for this start only,
-    as a driver joining a real cluster later needs its network address. Token
-    authentication guards a cluster others can reach; this one they cannot."""
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _join(address: str, **options) -> None:
+    """ray.init(address) with an answer in seconds: Ray itself retries an address where
+    nothing listens for minutes. A cluster on loopback is joined from loopback (see
+    _start_local_ray: Ray would otherwise reach for it on the network address)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address != "auto" and host and port.isdigit():
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        except OSError as exc:
+            raise ConnectionError(
+                f"no Ray cluster answers at {address} ({exc}): start one there (`ray start "
+                "--head`), or check the address (RemoteEnvironment(address=...), "
+                "SAGE_QUEUE_RAY_ADDRESS)") from None
+    if host.strip("[]") not in _LOOPBACK:
+        ray.init(address=address, **options)
+        return
+    with _loopback_only():
+        ray.init(address=address, **options)
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """Ray turns 127.0.0.1 into the machine's network address unless its ENABLE_RAY_CLUSTER
+    is off (read at each lookup; its environment variable counts only before Ray is
+    imported). Off while this process joins or starts a cluster on loopback, as a driver
+    joining a real cluster later needs its network address."""
     from ray._private import ray_constants
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(address="local", _node_ip_address="127.0.0.1", **options)
+        yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def _start_local_ray(**options) -> None:
+    """A Ray of our own, on loopback only (_loopback_only). address="local": with no
+    address Ray joins the last cluster started on this machine, whoever's it is. Token
+    authentication guards a cluster others can reach; this one they cannot."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with _loopback_only():
+        ray.init(address="local", _node_ip_address="127.0.0.1", **options)
 
 
 @dataclasses.dataclass
