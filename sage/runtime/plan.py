@@ -21,7 +21,7 @@ __all__ = ["Node", "ServiceDecl", "Edge", "InstanceSpec", "ServiceSpec", "Plan",
            "TRANSPORT_OF_MODE", "MAX_INPUTS", "PER_EDGE"]
 
 TRANSPORT_OF_MODE = {"thread": "python_queue", "process": "sage_queue"}
-PER_EDGE = "per edge"  # mode "ray": chosen per queue once the actors are placed
+PER_EDGE = "a transport per edge, once placed"  # mode "ray": see ray_placement.py
 MAX_INPUTS = 5  # ConnectedStreams: up to five inputs (comap's map0..map4)
 
 
