@@ -53,9 +53,9 @@ def cluster():
         c.add_node(num_cpus=2, resources={"node_b": 64})
         c.wait_for_nodes()
         ray.init(address=c.address, logging_level="WARNING")
-    yield c
-    ray.shutdown()
-    c.shutdown()
+        yield c  # the environment stays for nodes that tests add
+        ray.shutdown()
+        c.shutdown()
 
 
 class Results:
