@@ -303,11 +303,20 @@ class Model(BaseService):
         return seconds
 
 
+class Front(BaseService):
+    """A service that calls another (on another node)."""
+
+    def scale_twice(self, x):
+        return self.call_service["model"].scale(self.call_service["model"].scale(x))
+
+
 class UsesModel(MapFunction):
     def execute(self, x):
         sync = self.call_service["model"].scale(x, timeout=10)
         future = self.call_service_async["model"].scale(x + 1, timeout=10)
         out = [sync, future.result()]
+        if x == 1:
+            out.append(self.call_service["front"].scale_twice(x, timeout=10))
         if x == 0:
             try:
                 self.call_service["model"].fail(x, timeout=10)
@@ -324,13 +333,16 @@ def test_services_answer_sync_and_async_from_another_node(cluster, results):
     env = RemoteEnvironment("services")
     env.register_service("model", Model, 10)
     env.place_service("model", node_a=1)
+    env.register_service("front", Front)
+    env.place_service("front", node_b=1)
     (env.from_collection(range(50), name="src").place(node_a=1)
         .map(UsesModel, parallelism=2, name="use").place(node_b=1)
         .sink(Collect, results, name="sink").place(node_a=1))
     env.submit(autostop=True)
     got = sorted(results.take(1))
     assert got[0] == (0, 10, "raised: no answer for 0", "timed out")
-    assert got[1:] == [(x * 10, (x + 1) * 10) for x in range(1, 50)]
+    assert got[1] == (10, 20, 100)  # through front, which called model twice
+    assert got[2:] == [(x * 10, (x + 1) * 10) for x in range(2, 50)]
     assert "requests of service:model: ray_queue" in env.describe()
     assert_job_left_nothing(env.job)
 
