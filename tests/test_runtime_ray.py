@@ -525,3 +525,17 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds_saying_so():
     with pytest.raises(ConnectionError, match=r"no Ray cluster answers at 127.0.0.1:1 .*ray start"):
         _join("127.0.0.1:1")  # Ray's own retries would take minutes
     assert time.monotonic() - started < 6
+
+
+def test_connected_streams_from_both_nodes_end_with_every_item(cluster, results):
+    env = RemoteEnvironment("comap")
+    left = env.from_collection(range(500), name="left").place(node_a=1)
+    right = env.from_collection(range(2000), parallelism=2, name="right").place(node_b=1)
+    (left.connect(right).comap([lambda x: ("L", x), lambda x: ("R", x)], parallelism=2,
+                               name="tag").place(node_b=1)
+        .sink(Collect, results, name="sink").place(node_a=1))
+    env.submit(autostop=True)
+    got = results.take(1)
+    assert sorted(got) == sorted([("L", x) for x in range(500)] + [("R", x) for x in range(2000)])
+    assert _transport(env.job, "left", "tag") == {"ray_queue"}  # one writer away is enough
+    assert_job_left_nothing(env.job)
