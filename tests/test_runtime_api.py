@@ -387,6 +387,44 @@ def test_a_dozen_instances_fit_dockers_default_dev_shm():
     assert Job(plan).shm_bytes_needed() < 48 << 20  # room left under 64 MB for the rest
 
 
+@requires_native
+@pytest.mark.parametrize("mode", ["process"])
+def test_an_operator_given_a_larger_ring_takes_items_the_default_ring_refuses(mode, collect):
+    from sage.core.api import JobFailedError
+
+    big = [bytes([i]) * (3 << 20) for i in range(3)]  # larger than the default 2 MiB ring
+
+    def pipeline(config):
+        out = collect()
+        env = LocalEnvironment("big-items", mode=mode, config=config)
+        # the sink sends on only a digest: the collector's own ring is smaller than an item
+        env.from_collection(big).map(lambda b: b, name="relay").sink(lambda b: out((len(b), b[:1])), name="out")
+        return env, out
+
+    env, _ = pipeline({})
+    with pytest.raises(JobFailedError, match=r"larger than the input ring.*operator_queue_capacity_bytes"):
+        run(env)
+    env, out = pipeline({"operator_queue_capacity_bytes": {"relay": 8 << 20, "out": 8 << 20}})
+    run(env)
+    assert sorted(out.items()) == [(3 << 20, bytes([i])) for i in range(3)]
+
+
+def test_ring_sizes_per_operator_are_checked_and_counted():
+    from sage.runtime.job import Job
+    from sage.runtime.plan import build_plan
+
+    with pytest.raises(ValueError, match=r"operator_queue_capacity_bytes\['relay'\] must be a whole number"):
+        LocalEnvironment("bad", config={"operator_queue_capacity_bytes": {"relay": 100}})
+    env = LocalEnvironment("sizes", config={"operator_queue_capacity_bytes": {"wide": 8 << 20, "nope": 8 << 20}})
+    env.from_collection(range(3)).map(str, name="wide", parallelism=2).sink(print, name="out")
+    plan = build_plan(env.pipeline, env._services, "process", "job-sizes")
+    job = Job(plan, env.options)
+    assert job.shm_bytes_by_queue_kind()["wide"] == 2 * (8 << 20)
+    assert job.shm_bytes_by_queue_kind()["out"] == 2 << 20
+    with pytest.raises(ValueError, match=r"\['nope'\], which this pipeline does not have; its operators: .*wide"):
+        env.submit(autostop=True)
+
+
 class Count(MapFunction):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -8,6 +8,7 @@ destroys every queue (no /dev/shm segment outlives the job).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -32,6 +33,7 @@ __all__ = ["Job", "JobSummary", "InstanceMetrics", "RuntimeOptions"]
 
 log = logging.getLogger("sage.runtime")
 SHM_DIR = "/dev/shm"
+MIN_RING_BYTES = 4096  # a ring is whole pages, at least one
 _ERROR_QUEUE_BYTES = 256 << 10  # failure reports of task processes (tracebacks)
 _SIGNAL_CHECK = 0.5  # seconds: the longest the driver's wait() goes without running handlers
 
@@ -85,6 +87,9 @@ class RuntimeOptions:
     # process mode: a dozen instances (24 MiB) fit Docker's default 64 MB /dev/shm; an item
     # larger than its ring is refused in put() with both sizes, so raise it for big items
     queue_capacity_bytes: int = 2 << 20  #: ring of each input queue (process mode)
+    #: operator name -> ring of each of its instances' input queues, for the operators whose
+    #: items are large; the others get queue_capacity_bytes
+    operator_queue_capacity_bytes: dict = dataclasses.field(default_factory=dict)
     service_capacity_bytes: int = 256 << 10  #: ring of each service request/response queue
     stop_timeout: float = 10.0  #: close(): how long a running job may drain before it is ended
 
@@ -92,6 +97,26 @@ class RuntimeOptions:
         if self.batch_size < 1 or self.queue_maxsize < self.batch_size:
             raise ValueError(f"need 1 <= batch_size ({self.batch_size}) <= queue_maxsize "
                              f"({self.queue_maxsize})")
+        if not isinstance(self.operator_queue_capacity_bytes, dict):
+            raise ValueError("operator_queue_capacity_bytes must be a dict of operator name -> bytes")
+        for name, size in {"queue_capacity_bytes": self.queue_capacity_bytes,
+                           "service_capacity_bytes": self.service_capacity_bytes,
+                           **{f"operator_queue_capacity_bytes[{k!r}]": v
+                              for k, v in self.operator_queue_capacity_bytes.items()}}.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < MIN_RING_BYTES:
+                raise ValueError(f"{name} must be a whole number of bytes >= {MIN_RING_BYTES}, got {size!r}")
+
+    def input_capacity_bytes(self, operator: str) -> int:
+        """The ring of each input queue of `operator`'s instances."""
+        return self.operator_queue_capacity_bytes.get(operator, self.queue_capacity_bytes)
+
+    def check_operators(self, names) -> None:
+        """Every operator named in operator_queue_capacity_bytes is one of `names`."""
+        names = set(names)
+        unknown = sorted(set(self.operator_queue_capacity_bytes) - names)
+        if unknown:
+            raise ValueError(f"operator_queue_capacity_bytes names {unknown}, which this pipeline does "
+                             f"not have; its operators: {', '.join(sorted(names))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,33 +183,46 @@ class Job:
         self._queues[name] = made
         return made
 
-    def shm_bytes_needed(self) -> int:
+    def shm_bytes_by_queue_kind(self) -> dict:
+        """Shared memory the job's queues take: operator name (its instances' input rings),
+        "services" (request and response rings) and "errors" -> bytes."""
         o, p = self.options, self.plan
-        rings = sum(1 for i in p.instances if i.input_queue) * o.queue_capacity_bytes
-        service_rings = (len(p.services) + len(p.response_queues)) * o.service_capacity_bytes
-        return rings + service_rings + _ERROR_QUEUE_BYTES
+        needed = collections.Counter()
+        for i in p.instances:
+            if i.input_queue:
+                needed[i.node.name] += o.input_capacity_bytes(i.node.name)
+        needed["services"] = (len(p.services) + len(p.response_queues)) * o.service_capacity_bytes
+        needed["errors"] = _ERROR_QUEUE_BYTES
+        return dict(needed)
+
+    def shm_bytes_needed(self) -> int:
+        return sum(self.shm_bytes_by_queue_kind().values())
 
     def _check_shm_room(self) -> None:
-        needed = self.shm_bytes_needed()
+        by_kind = self.shm_bytes_by_queue_kind()
+        needed = sum(by_kind.values())
         try:
             stat = os.statvfs(SHM_DIR)
         except OSError:
             return
         free = stat.f_bavail * stat.f_frsize
         if needed > free:
+            parts = ", ".join(f"{kind} {size / 2**20:.1f}" for kind, size in by_kind.items() if size)
             raise OSError(errno.ENOSPC, (
                 f"this pipeline needs {needed / 2**20:.1f} MiB of shared memory for its queues "
-                f"({len(self.plan.instances)} instances) but {SHM_DIR} has "
+                f"({len(self.plan.instances)} instances; MiB by queue: {parts}) but {SHM_DIR} has "
                 f"{free / 2**20:.1f} MiB free: in Docker give the container more, e.g. "
-                f"`docker run --shm-size=512m`, or lower queue_capacity_bytes in the config"))
+                f"`docker run --shm-size=512m`, or lower queue_capacity_bytes (or an operator's "
+                f"operator_queue_capacity_bytes) in the config"))
 
     def _wire(self) -> dict:
         o, p = self.options, self.plan
+        o.check_operators(i.node.name for i in p.instances)
         if self.process_mode:
             self._check_shm_room()
         for spec in p.instances:
             if spec.input_queue:
-                self._queue(spec.input_queue, o.queue_capacity_bytes, o.queue_maxsize)
+                self._queue(spec.input_queue, o.input_capacity_bytes(spec.node.name), o.queue_maxsize)
         requests = {s.decl.name: self._queue(s.request_queue, o.service_capacity_bytes)
                     for s in p.services}
         responses = {slot: self._queue(name, o.service_capacity_bytes)

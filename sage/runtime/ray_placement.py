@@ -122,6 +122,8 @@ def _writers(plan) -> dict:
 def plan_queues(plan, where: dict, options, namespace: str) -> dict:
     """Queue name -> QueueSpec, for the actors placed as ``where`` (task key -> Where)."""
     force_ray = options.transport == "ray_queue"
+    operator_of = {i.input_queue: i.node.name for i in plan.instances if i.input_queue}
+    options.check_operators(operator_of.values())
     specs = {}
     for name, (kind, reader, writers) in _writers(plan).items():
         transport, reason = _choose(reader, writers, where, force_ray)
@@ -130,7 +132,7 @@ def plan_queues(plan, where: dict, options, namespace: str) -> dict:
             name=name, kind=kind, reader=reader, transport=transport, reason=reason,
             maxsize=0 if service else options.queue_maxsize,
             capacity_bytes=options.service_capacity_bytes if service
-            else options.queue_capacity_bytes,
+            else options.input_capacity_bytes(operator_of[name]),
             namespace=namespace, node_id=where[reader].node_id, shm_key=where[reader].shm_key)
     return specs
 

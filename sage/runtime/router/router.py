@@ -24,6 +24,12 @@ def _batch_larger_than_ring(exc: ValueError) -> bool:
     return text.startswith("batch of ") and "larger than the ring" in text
 
 
+def _item_larger_than_ring(exc: ValueError) -> bool:
+    """sage_queue's put: "item of N bytes or more is larger than the ring of ..." """
+    text = str(exc)
+    return text.startswith("item of ") and "larger than the ring" in text
+
+
 class OutEdge:
     """The queues of one downstream transformation (one per instance) and how to pick one."""
 
@@ -100,14 +106,22 @@ class OutEdge:
         buffer = self._buffers[index]
         queue = self.queues[index]
         try:
-            queue.put_many(buffer)  # blocks while the queue is full: backpressure
+            try:
+                queue.put_many(buffer)  # blocks while the queue is full: backpressure
+            except ValueError as exc:
+                # only a batch larger than the ring is sent again, an item at a time; any
+                # other ValueError (a payload's own __reduce__, say) is the error
+                if len(buffer) == 1 or not _batch_larger_than_ring(exc):
+                    raise
+                for packet in buffer:
+                    queue.put(packet)
         except ValueError as exc:
-            # only a batch larger than the ring is sent again, an item at a time; any other
-            # ValueError (one item too large, a payload's own __reduce__) is the error
-            if len(buffer) == 1 or not _batch_larger_than_ring(exc):
+            if not _item_larger_than_ring(exc):
                 raise
-            for packet in buffer:
-                queue.put(packet)
+            raise ValueError(
+                f"an item for {self.target or 'the next operator'} is larger than the input ring of its "
+                f"instances: give it a larger one with the config's operator_queue_capacity_bytes="
+                f"{{{self.target!r}: <bytes>}} (or queue_capacity_bytes for every operator); {exc}") from exc
         if self.routing != "broadcast" or len(self.queues) == 1:
             self._counted += len(buffer)
         buffer.clear()  # put_many took its copy (encoded, or listed) during the call
