@@ -16,6 +16,7 @@ import secrets
 from sage.runtime.job import Job, JobSummary, RuntimeOptions
 from sage.runtime.plan import TRANSPORT_OF_MODE, build_plan
 from sage.utils import BackendUnavailableError, is_sage_queue_available
+from sage.utils.install_hint import native_build_hint
 
 from .base_environment import BaseEnvironment, options_from
 
@@ -30,7 +31,7 @@ class LocalEnvironment(BaseEnvironment):
         if mode == "process" and not is_sage_queue_available():
             raise BackendUnavailableError(
                 "mode='process' runs its tasks over the native sage_queue, which is not built "
-                "here: run `python install.py --full` (or use mode='thread')")
+                f"here: {native_build_hint()} (or use mode='thread')")
         self.mode = mode
         self.options = options_from(self.config, RuntimeOptions)
 
