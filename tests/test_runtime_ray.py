@@ -40,10 +40,11 @@ def cluster():
 
     if ray.is_initialized():  # another module's local Ray: this session uses the cluster
         ray.shutdown()
+    # RAY_AUTH_MODE is left as it is: a local Ray started earlier in this process set it
+    # for the process, and a cluster started with another mode refuses its actors
     with pytest.MonkeyPatch.context() as mp:
         # the workers import this module's functions by name, as a deployment's would
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")])))
-        mp.setenv("RAY_AUTH_MODE", "disabled")
         # a node that is gone counts as gone after ~1.5 s of missed health checks (Ray's
         # default is 15 s); only the cluster's own bookkeeping depends on it, not the jobs
         c = Cluster(initialize_head=True, head_node_args={
