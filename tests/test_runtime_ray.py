@@ -520,7 +520,7 @@ def test_a_killed_service_fails_the_job_while_its_callers_wait_on_it(cluster):
 
 
 def test_an_address_where_no_cluster_answers_fails_in_seconds_saying_so():
-    from sage.runtime.ray_job import _join
+    from sage.runtime.ray_connect import _join
 
     started = time.monotonic()
     with pytest.raises(ConnectionError, match=r"no Ray cluster answers at 127.0.0.1:1 .*ray start"):

@@ -161,7 +161,7 @@ def run_demo(lines: int, mode: str, top: int = 10, out=None, address: str | None
     out = out or sys.stdout
     name = f"sage-demo-results-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if mode == "remote":
-        from sage.runtime.ray_job import connect
+        from sage.runtime.ray_connect import connect
 
         env = RemoteEnvironment("sage-demo", address=address)
         where = f"on Ray at {connect(address)}"  # joined before the results queue is made

@@ -35,7 +35,8 @@ class RemoteEnvironment(BaseEnvironment):
         """Start the pipeline on Ray. ``autostop=True`` blocks until every finite source has
         ended and every item has reached the sinks, tears the job down and returns its
         summary; otherwise returns the running job at once (see stop(), wait(), close())."""
-        from sage.runtime.ray_job import RayJob, connect
+        from sage.runtime.ray_connect import connect
+        from sage.runtime.ray_job import RayJob
 
         self._check_not_running()
         connect(self.address)
