@@ -174,6 +174,29 @@ def _transport(job, upstream: str, downstream: str) -> set:
             if row["upstream"] == upstream and row["downstream"].startswith(downstream + "[")}
 
 
+@pytest.mark.skipif(not native_available(), reason="needs the native sage_queue")
+def test_configured_timeouts_leave_a_remote_jobs_queues_blocking(clean_env):
+    """SAGE_QUEUE_GET/PUT_TIMEOUT are for users' own queues: a task loop's get must wait for
+    its input, not raise queue.Empty after the configured timeout."""
+    import threading
+
+    from sage.runtime.ray_job import RemoteOptions
+
+    clean_env.setenv("SAGE_QUEUE_GET_TIMEOUT", "0.05")
+    env = LocalEnvironment("waits")  # only declares here
+    env.from_collection(range(2), name="src").sink(print, name="out")
+    plan = build_plan(env.pipeline, [], "ray", "waits")
+    where = {k: Where(node_id="a" * 8, ip="127.0.0.1", pid=1, shm_key="k", sage_queue=True)
+             for k in ("src[0]", "out[0]")}
+    spec = next(iter(plan_queues(plan, where, RemoteOptions(), "ns").values()))
+    q = create_queue(spec.transport, **spec.create_options())
+    try:
+        threading.Timer(0.3, q.put, args=("late",)).start()
+        assert q.get() == "late"  # waited past the configured 0.05 s
+    finally:
+        q.destroy()
+
+
 def test_results_are_exact_and_each_edge_says_its_transport(cluster, results):
     env = RemoteEnvironment("two-nodes", config={"batch_size": 16, "queue_maxsize": 128})
     words = [f"w{i % 37}" for i in range(6000)]

@@ -17,6 +17,7 @@ except ImportError:  # connect() says how to install it
     ray = None
 
 from sage.utils import BackendUnavailableError, load_config
+from sage.utils.install_hint import ray_hint
 
 __all__ = ["connect"]
 
@@ -27,9 +28,7 @@ def connect(address: str | None = None) -> str:
     A Ray this process is connected to already is used as it is (asking for another
     address then is an error: one process joins one cluster)."""
     if ray is None:
-        raise BackendUnavailableError(
-            "RemoteEnvironment runs on Ray, which is not installed here: `pip install ray` "
-            "(both install profiles include it: `python install.py --minimal`)")
+        raise BackendUnavailableError(f"RemoteEnvironment runs on Ray, which is not installed here: {ray_hint()}")
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
         if address and address != "auto" and address.removeprefix("ray://") != current:

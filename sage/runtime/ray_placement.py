@@ -52,10 +52,13 @@ class QueueSpec:
     shm_key: str
 
     def create_options(self) -> dict:
-        """Arguments of create_queue() for this queue (the same for reader and writers)."""
+        """Arguments of create_queue() for this queue (the same for reader and writers). No
+        default timeouts: a task loop's get blocks until there is something and a router's
+        put is backpressure; SAGE_QUEUE_GET/PUT_TIMEOUT are for users' own queues."""
+        waits = dict(put_timeout=None, get_timeout=None)
         if self.transport == "sage_queue":
-            return dict(name=self.name, maxsize=self.maxsize, capacity_bytes=self.capacity_bytes)
-        return dict(name=self.name, maxsize=self.maxsize, namespace=self.namespace)
+            return dict(name=self.name, maxsize=self.maxsize, capacity_bytes=self.capacity_bytes, **waits)
+        return dict(name=self.name, maxsize=self.maxsize, namespace=self.namespace, **waits)
 
 
 @dataclasses.dataclass(frozen=True)
