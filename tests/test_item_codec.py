@@ -128,6 +128,35 @@ def test_shared_references_and_cycles_survive_as_pickle_keeps_them(make_queue):
     assert got_cyclic[1] is got_cyclic
 
 
+def test_a_batch_of_hundreds_of_records_goes_through_the_codec_and_arrives_equal(make_queue):
+    batch = [{"id": i, "value": i * 0.5, "tags": [i, str(i)]} for i in range(200)]  # 401 containers, 14 KB
+    encoded = native()._codec_encode(batch)
+    assert encoded is not None, "a batch of small records must not fall back to pickle"
+    assert same(native()._codec_decode(encoded), batch)
+    q = make_queue()
+    q.put(batch)
+    assert same(q.get(timeout=1), batch)
+
+
+@pytest.mark.parametrize("first_seen", [3, 17, 500])  # found by a scan, and by the table past 16
+def test_a_container_reached_twice_in_a_large_item_is_left_to_pickle_and_arrives_shared(make_queue, first_seen):
+    records = [{"id": i} for i in range(600)]
+    item = records + [records[first_seen]]
+    assert native()._codec_encode(item) is None
+    q = make_queue()
+    q.put(item)
+    got = q.get(timeout=1)
+    assert got == item and got[-1] is got[first_seen]
+
+
+def test_an_item_of_more_containers_than_the_codec_tracks_goes_to_pickle_and_arrives_equal(make_queue):
+    item = [[i] for i in range(2000)]
+    assert native()._codec_encode(item) is None
+    q = make_queue()
+    q.put(item)
+    assert q.get(timeout=1) == item
+
+
 def test_floats_keep_their_bits(make_queue):
     q = make_queue()
     values = [-0.0, math.inf, -math.inf, math.nan, 5e-324, struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0]]

@@ -21,7 +21,37 @@ enum Type : uint8_t {
     kNone = 'N', kTrue = 'T', kFalse = 'F', kInt = 'i', kFloat = 'd',
     kStr = 's', kBytes = 'b', kList = 'l', kTuple = 't', kDict = 'D',
 };
-constexpr size_t kMaxContainers = 64;  // beyond this the shared-reference check gets costly
+constexpr size_t kMaxContainers = 1024;  // more go to pickle
+constexpr size_t kLinearContainers = 16;  // up to here a container is found again by a scan
+
+// Containers already visited by the encoding under way, once there are more than a scan
+// finds quickly (a batch of dicts, say). One per thread: an encoding runs no Python code,
+// so none nests in another.
+class SeenTable {
+public:
+    bool insert(PyObject* p) {  // false if it was there already
+        size_t h = size_t((uint64_t(reinterpret_cast<uintptr_t>(p)) >> 4) * 0x9E3779B97F4A7C15ULL >> (64 - kBits));
+        while (slot_[h]) {
+            if (slot_[h] == p) return false;
+            h = (h + 1) & (kSlots - 1);
+        }
+        slot_[h] = p;
+        used_[n_++] = uint16_t(h);
+        return true;
+    }
+    void clear() {  // only the slots this encoding took
+        for (size_t i = 0; i < n_; ++i) slot_[used_[i]] = nullptr;
+        n_ = 0;
+    }
+
+private:
+    static constexpr int kBits = 12;
+    static constexpr size_t kSlots = size_t(1) << kBits;  // 4x kMaxContainers: short probes
+    PyObject* slot_[kSlots] = {};
+    uint16_t used_[kMaxContainers];
+    size_t n_ = 0;
+};
+thread_local SeenTable seen_table;
 
 // Writes through a raw pointer into room reserved for the largest encoding: one bounds
 // check per write, no allocation.
@@ -32,6 +62,11 @@ public:
         at_ = out.data() + start_;
         end_ = at_ + kMaxEncoded;
     }
+    ~Encoder() {
+        if (containers_ > kLinearContainers) seen_table.clear();
+    }
+    Encoder(const Encoder&) = delete;
+    Encoder& operator=(const Encoder&) = delete;
 
     bool item(PyObject* obj, int depth) {
         if (obj == Py_None) return put(kNone);
@@ -103,9 +138,19 @@ private:
     // a tree encoding would give copies, so such items go to pickle.
     bool first_visit(PyObject* container) {
         if (containers_ == kMaxContainers) return false;
-        for (size_t i = 0; i < containers_; ++i)
-            if (seen_[i] == container) return false;
-        seen_[containers_++] = container;
+        if (containers_ < kLinearContainers) {
+            for (size_t i = 0; i < containers_; ++i)
+                if (seen_[i] == container) return false;
+            seen_[containers_++] = container;
+            return true;
+        }
+        if (containers_ == kLinearContainers)  // past a scan's length: into the table
+            for (size_t i = 0; i < kLinearContainers; ++i) seen_table.insert(seen_[i]);
+        if (!seen_table.insert(container)) {
+            ++containers_;  // so the destructor clears the table
+            return false;
+        }
+        ++containers_;
         return true;
     }
 
@@ -113,7 +158,7 @@ private:
     size_t start_;
     uint8_t* at_;
     uint8_t* end_;
-    PyObject* seen_[kMaxContainers];
+    PyObject* seen_[kLinearContainers];
     size_t containers_ = 0;
 };
 

@@ -44,7 +44,8 @@ private:
 // as it was and no Python error set, when the item needs pickle: a type outside the list
 // or a subclass of one, a list/tuple/dict reached twice (pickle keeps shared references
 // and cycles), nesting deeper than kMaxDepth, an int beyond 64 bits, a str that is not
-// valid UTF-8 (lone surrogates), or an encoding over kMaxEncoded bytes.
+// valid UTF-8 (lone surrogates), more than 1024 lists/tuples/dicts, or an encoding over
+// kMaxEncoded bytes.
 bool encode(PyObject* item, ByteBuffer& out);
 
 // A new reference to the decoded item. Malformed data throws sage::CorruptSegment; a
