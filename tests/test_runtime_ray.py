@@ -23,7 +23,7 @@ from sage.runtime.plan import build_plan
 from sage.runtime.ray_placement import Where, edge_transports, plan_queues
 from sage.utils import create_queue
 
-from conftest import native_available, ray_installed, requires_ray
+from conftest import native_available, ray_installed, requires_ray, segment_file
 
 pytestmark = requires_ray
 
@@ -165,7 +165,7 @@ def _assert_nothing_of(namespace: str, actor_names: list, pids: list, queues: li
     assert ray.util.placement_group_table() == {}, "a placement group is left"
     for pid in pids:
         assert _process_gone(pid, 10), f"an actor process (pid {pid}) is still running"
-    left = [n for n in queues if os.path.exists(f"/dev/shm/sage_queue.{n}")]
+    left = [n for n in queues if native_available() and os.path.exists(segment_file(n))]  # none without it
     assert left == [], f"segments of the job are left: {left}"
 
 
