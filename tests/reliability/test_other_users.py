@@ -145,6 +145,9 @@ def other_python():
     package = os.path.join(packages, "sage_ext", "sage_queue", "python")
     for f in glob.glob(os.path.join(package, "*.py")) + glob.glob(os.path.join(package, f"_native*{suffix}")):
         shutil.copy(f, dest)
+    # sage_queue takes its errors and install hints from the queue layer (sage.utils)
+    shutil.copytree(os.path.join(packages, "sage"), os.path.join(root, "sage"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for d, _, files in os.walk(root):
         os.chmod(d, 0o755)
         for f in files:
