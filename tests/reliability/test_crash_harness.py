@@ -147,7 +147,7 @@ def test_two_producers_two_consumers_lose_only_what_dying_consumers_held_across_
     # pool that respawns its workers would see (the dead ones' slots must be reaped).
     cfg = harness.Config(seed=random_seed(),
                          kills=260, producers=2, consumers=2, lock_fraction=0.2,
-                         max_seq=1 << 21)
+                         max_seq=1 << 22)  # producers put ~2M each over the 260 kills: room to spare
     check_run(cfg, ops=(("put",), ("put_many",), ("get",), ("get_many",), ("task_done",)))
 
 
