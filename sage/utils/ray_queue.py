@@ -36,7 +36,7 @@ _OK, _TIMEOUT, _CLOSED = 0, 1, 2
 
 # Ray's start-up lines ("Started a local Ray instance", ...) are INFO: below this level
 # they stay out of the caller's terminal; `sage --verbose` lowers it.
-RAY_LOGGING_LEVEL = logging.WARNING
+RAY_LOGGING_LEVEL = logging.ERROR  # start-up warnings (a small /dev/shm in Docker, say) are chatter to a queue user
 
 
 def ensure_ray(address: str | None = None, namespace: str = "sage") -> None:
