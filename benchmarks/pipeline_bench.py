@@ -5,10 +5,11 @@ Run from the repo root, with the native module built (Bytewax optional: `pip ins
     PYTHONPATH=. python benchmarks/pipeline_bench.py            # a few minutes
     PYTHONPATH=. python benchmarks/pipeline_bench.py --quick    # under a minute
 
-(a) source -> map -> sink of small dicts: the runtime in process and thread mode; the same
-    three processes by hand on multiprocessing.Queue (per item, batches of 64) and on
-    SageQueue (per item; put_many/get_many of 64: the ceiling for a runtime on this queue);
-    Bytewax with one worker and with two processes.
+(a) source -> map -> sink of small dicts: the runtime in process and thread mode (chained, as
+    it runs by default: one task; and unchained: three tasks over queues); the same three
+    processes by hand on multiprocessing.Queue (per item, batches of 64) and on SageQueue
+    (per item; put_many/get_many of 64: the ceiling for three tasks on this queue); Bytewax
+    with one worker and with two processes.
 (b) the same with a CPU-heavy map (about 20 us per item) at parallelism 2.
 (c) word count with keyby (lines -> tokenize x2 -> keyby x2 -> count x2 -> sink).
 (d) source-to-sink latency at 1,000 items/s: p50 and p99.
@@ -16,10 +17,11 @@ Run from the repo root, with the native module built (Bytewax optional: `pip ins
     two Ray nodes started here), against the same three stages as plain Ray actors calling
     the next one per item and per batch of 64 (`--only ray` runs this alone).
 
-Hand-written pipelines and the runtime are timed from start (processes started) to the last
-item at the sink; Bytewax runs as a subprocess, so its rate comes from two runs of
-different sizes ((n - n/5) / (t_n - t_n/5)), which takes its start-up out. Each cell runs
---repeat times and the best counts. The machines are noisy: compare the ratios printed
+In (a) every cell's rate is its steady state, from two runs of different sizes:
+(n - n/5) / (t_n - t_n/5), which takes start-up out (Bytewax runs as a subprocess; the
+hand-written pipelines and the runtime fork their processes). (b) and (c) time the runtime
+from job start to the last item at the sink. Each cell runs --repeat times and the best
+counts. The machines are noisy: compare the ratios printed
 here, measured in one run, not absolute figures from different runs; (a) runs every cell
 once per round and gives the median of the rounds' ratios. Nothing is asserted.
 """
@@ -94,11 +96,26 @@ def best(repeat: int, run) -> float:
 
 # -- the runtime ------------------------------------------------------------------------------
 
-def runtime_rate(mode: str, n: int, parallelism: int = 1, heavy=None) -> float:
-    env = LocalEnvironment("bench", mode=mode)
+def steady_rate(seconds, n: int) -> float:
+    """Items/s past start-up: two runs, n and n/5 items, and the difference of their times."""
+    small = n // 5
+    whole = seconds(n)
+    spent = whole - seconds(small)
+    if spent < 0.2 * whole:  # noise swamped the difference: count start-up in, say so
+        print("    (two-size difference unusable for one cell; its rate includes start-up)")
+        return n / whole
+    return (n - small) / spent
+
+
+def runtime_seconds(mode: str, n: int, parallelism: int = 1, heavy=None, chaining=True) -> float:
+    env = LocalEnvironment("bench", mode=mode, config={"chaining": chaining})
     fn = heavy or (lambda d: d)
     env.from_batch(PoolSource, n).map(fn, parallelism=parallelism).sink(lambda d: None)
-    return n / env.submit(autostop=True).wall_time
+    return env.submit(autostop=True).wall_time
+
+
+def runtime_rate(mode: str, n: int, parallelism: int = 1, heavy=None) -> float:
+    return n / runtime_seconds(mode, n, parallelism, heavy)
 
 
 class CountWords(MapFunction):
@@ -197,7 +214,7 @@ def _sink(q, batch, done):
     done.send(time.perf_counter())
 
 
-def by_hand_rate(kind: str, n: int, batch: int) -> float:
+def by_hand_seconds(kind: str, n: int, batch: int) -> float:
     if kind == "mp":
         q1, q2 = FORK.Queue(1024), FORK.Queue(1024)
     else:
@@ -215,7 +232,7 @@ def by_hand_rate(kind: str, n: int, batch: int) -> float:
         p.join()
     for q in (q1, q2):
         getattr(q, "destroy", getattr(q, "close", lambda: None))()
-    return n / (ended - started)
+    return ended - started
 
 
 # -- Bytewax ----------------------------------------------------------------------------------
@@ -266,13 +283,7 @@ def bytewax_rate(n: int, processes: int, heavy_rounds: int = 0) -> float | None:
             subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
             return time.perf_counter() - started
 
-    small = n // 5
-    whole = run(n)
-    spent = whole - run(small)
-    if spent < 0.2 * whole:  # start-up noise swamped the difference: count it in, say so
-        print(f"    (Bytewax x{processes}: two-size difference unusable; rate includes start-up)")
-        return n / whole
-    return (n - small) / spent
+    return steady_rate(run, n)
 
 
 # -- on Ray -----------------------------------------------------------------------------------
@@ -383,21 +394,31 @@ def main(argv=None) -> int:
     print(f"pipeline_bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
           f"n={n:,}, {r} runs per cell (b, c: the best)\n")
     if "a" in only:
+        n_a = 5 * n  # the fastest cells need a million items for a difference of 0.2 s
+
+        def runtime(mode, chaining=True):
+            return lambda: steady_rate(lambda k: runtime_seconds(mode, k, chaining=chaining), n_a)
+
+        def by_hand(kind, count, batch):
+            return lambda: steady_rate(lambda k: by_hand_seconds(kind, k, batch), count)
+
         cells = {
-            "runtime, process mode": lambda: runtime_rate("process", n),
-            "runtime, thread mode": lambda: runtime_rate("thread", n),
-            "multiprocessing.Queue per item": lambda: by_hand_rate("mp", n // 4, 1),
-            "multiprocessing.Queue batches of 64": lambda: by_hand_rate("mp", n, 64),
-            "SageQueue per item": lambda: by_hand_rate("sage", n, 1),
-            "SageQueue put_many/get_many 64": lambda: by_hand_rate("sage", n, 64),
-            "Bytewax, 1 worker": lambda: bytewax_rate(n, 1),
+            "runtime, process mode": runtime("process"),
+            "runtime, process mode, unchained": runtime("process", chaining=False),
+            "runtime, thread mode": runtime("thread"),
+            "runtime, thread mode, unchained": runtime("thread", chaining=False),
+            "multiprocessing.Queue per item": by_hand("mp", n, 1),
+            "multiprocessing.Queue batches of 64": by_hand("mp", n_a, 64),
+            "SageQueue per item": by_hand("sage", n_a, 1),
+            "SageQueue put_many/get_many 64": by_hand("sage", n_a, 64),
+            "Bytewax, 1 worker": lambda: bytewax_rate(n_a, 1),
             "Bytewax, 2 processes": lambda: bytewax_rate(n, 2),
         }
         # Rounds: every cell once per round, so a burst of load on the shared machine
         # hits neighbours alike; a ratio is the median of the rounds' ratios.
         rounds = [{name: cell() for name, cell in cells.items()} for _ in range(r)]
-        print("(a) source -> map -> sink, small dicts   best items/s   process mode vs it "
-              "(median of rounds)")
+        print(f"(a) source -> map -> sink, small dicts (up to {n_a:,})   best items/s   "
+              "process mode vs it (median of rounds)")
         for name in cells:
             rates = [one[name] for one in rounds]
             if None in rates:

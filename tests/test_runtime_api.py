@@ -354,7 +354,9 @@ def test_the_plan_gives_each_edge_its_routing_transport_and_packet_format():
                          ("key2", "join"): (1, "hash", True),
                          ("other", "key2"): (0, "round_robin", False),
                          ("join", "out"): (0, "round_robin", False)}
-        assert {e.transport for e in plan.edges} == {transport}
+        chained = {("split", "key"), ("other", "key2"), ("join", "out")}  # one-to-one edges
+        assert {(names[e.upstream], names[e.downstream]): e.transport for e in plan.edges} == {
+            pair: "chained" if pair in chained else transport for pair in edges}
         join = [i for i in plan.instances if i.node.name == "join"]
         assert [i.ends_expected for i in join] == [3]  # key x2 + key2 x1
         assert "key -> join input 0: hash over " + transport + " (tagged)" in plan.describe()
@@ -398,7 +400,7 @@ def test_an_operator_given_a_larger_ring_takes_items_the_default_ring_refuses(mo
 
     def pipeline(config):
         out = collect()
-        env = LocalEnvironment("big-items", mode=mode, config=config)
+        env = LocalEnvironment("big-items", mode=mode, config={"chaining": False, **config})
         # the sink sends on only a digest: the collector's own ring is smaller than an item
         env.from_collection(big).map(lambda b: b, name="relay").sink(lambda b: out((len(b), b[:1])), name="out")
         return env, out

@@ -204,7 +204,7 @@ def test_ctrl_c_or_sigterm_on_the_driver_ends_everything_within_five_seconds(sig
 def test_a_pipeline_too_big_for_dev_shm_fails_at_submit_naming_sizes_and_shm_size():
     free = os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize
     env = LocalEnvironment("too-big", mode="process",
-                           config={"queue_capacity_bytes": free // 2 + (1 << 20)})
+                           config={"queue_capacity_bytes": free // 2 + (1 << 20), "chaining": False})
     env.from_collection([1]).map(lambda x: x).sink(lambda x: None)
     with pytest.raises(OSError, match=r"needs \d+\.\d MiB of shared memory.*--shm-size") as info:
         env.submit()

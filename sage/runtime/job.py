@@ -23,7 +23,7 @@ from sage.utils import create_queue
 
 from .driver_exit import live_jobs, register_exit_hook, restore_sigterm, unwind_on_sigterm
 from .errors import JobFailedError, TaskFailure
-from .plan import Plan
+from .plan import CHAINED, Plan
 from .service.base_service_task import ServiceTask
 from .service.service_caller import STOP_REQUEST, ServiceCaller
 from .task.base_task import ERRORS, FIELDS, IN, OUT, BaseTask, TaskContext
@@ -92,11 +92,17 @@ class RuntimeOptions:
     operator_queue_capacity_bytes: dict = dataclasses.field(default_factory=dict)
     service_capacity_bytes: int = 256 << 10  #: ring of each service request/response queue
     stop_timeout: float = 10.0  #: close(): how long a running job may drain before it is ended
+    #: run one-to-one operators (equal parallelism, nothing else in between) in one task:
+    #: items pass by a call instead of a queue. False: every instance its own task (on Ray
+    #: that is always so); DataStream.disable_chaining() keeps one operator apart
+    chaining: bool = True
 
     def __post_init__(self):
         if self.batch_size < 1 or self.queue_maxsize < self.batch_size:
             raise ValueError(f"need 1 <= batch_size ({self.batch_size}) <= queue_maxsize "
                              f"({self.queue_maxsize})")
+        if not isinstance(self.chaining, bool):
+            raise ValueError(f"chaining must be True or False, got {self.chaining!r}")
         if not isinstance(self.operator_queue_capacity_bytes, dict):
             raise ValueError("operator_queue_capacity_bytes must be a dict of operator name -> bytes")
         for name, size in {"queue_capacity_bytes": self.queue_capacity_bytes,
@@ -232,6 +238,8 @@ class Job:
             wiring = _Wiring(self._queues.get(spec.input_queue), [], responses.get(spec.slot),
                              requests)
             for edge in p.out_edges(spec.node):
+                if edge.transport == CHAINED:
+                    continue  # its task hands the items on (a ChainLink), no queue
                 targets = p.instances_of(edge.downstream)
                 wiring.out_edges.append((edge.input_index, edge.routing,
                                          [self._queues[t.input_queue] for t in targets],
@@ -241,9 +249,9 @@ class Job:
         self._requests = requests
         return wirings
 
-    def _make_task(self, key: str, operator: str, instance: int, body):
+    def _make_task(self, key: str, operator: str, instance: int, body, chained: tuple = ()):
         if self.process_mode:
-            return ProcessTask(key, operator, instance, body, self._errors)
+            return ProcessTask(key, operator, instance, body, self._errors, chained)
         return ThreadTask(key, operator, instance, body, self._events)
 
     def start(self) -> Job:
@@ -264,11 +272,13 @@ class Job:
                 body = self._service_body(service, spec)
                 key = f"service:{spec.decl.name}"
                 self._service_tasks[key] = self._make_task(key, key, 0, body)
-            for spec in self.plan.instances:
+            for spec in self.plan.task_instances:
+                chained = [(m, wirings[m.key]) for m in self.plan.chain_of(spec)[1:]]
                 task = BaseTask(spec, wirings[spec.key], self._stop_event, self._counters,
-                                self.options.batch_size, self.env_name)
+                                self.options.batch_size, self.env_name, chained)
                 self._operator_tasks[spec.key] = self._make_task(
-                    spec.key, spec.node.name, spec.index, task.run)
+                    spec.key, spec.node.name, spec.index, task.run,
+                    tuple(m.key for m, _ in chained))
             self._started_at = time.monotonic()
             every = list(self._service_tasks.values()) + list(self._operator_tasks.values())
             for task in every:
@@ -314,7 +324,8 @@ class Job:
             pending.pop(key, None)
             if failure is not None and self._failure is None:
                 self._failure = failure
-                slot = next((s.slot for s in self.plan.instances if s.key == key), None)
+                failed = f"{failure.operator}[{failure.instance}]"  # a chained one, maybe
+                slot = next((s.slot for s in self.plan.instances if s.key == failed), None)
                 if slot is not None:
                     self._counters[slot * FIELDS + ERRORS] += 1
                 self._teardown(abort=True)
@@ -454,6 +465,11 @@ class Job:
 
     @property
     def task_pids(self) -> dict:
-        """Process mode: the pid of each task ("operator[instance]", "service:name")."""
+        """Process mode: the pid of each operator instance ("operator[instance]") and
+        service ("service:name"); chained instances share their chain's process."""
         tasks = {**self._operator_tasks, **self._service_tasks}
-        return {key: task.process.pid for key, task in tasks.items() if hasattr(task, "process")}
+        pids = {key: task.process.pid for key, task in tasks.items() if hasattr(task, "process")}
+        for spec in self.plan.instances:
+            if spec.chain_head in pids:
+                pids[spec.key] = pids[spec.chain_head]
+        return pids

@@ -76,6 +76,13 @@ class DataStream:
         self.node.resources = dict(resources)
         return self
 
+    def disable_chaining(self) -> DataStream:
+        """Run this transformation in tasks of its own, never chained to its neighbours: in
+        process mode, a CPU-heavy operator then gets a process (a core) of its own even at
+        the parallelism of the operators around it."""
+        self.node.chainable = False
+        return self
+
     def connect(self, other):
         """This stream and ``other`` (a DataStream or ConnectedStreams) as inputs 0, 1, ..."""
         from .connected_streams import ConnectedStreams

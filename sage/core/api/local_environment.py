@@ -6,6 +6,10 @@ a driver-side counter works). ``mode="process"``: every task instance is a proce
 its own over the native sage_queue, so every core works; functions are copied into their
 processes, and state they change stays there (collect results through a sink that
 writes somewhere shared, or through a service).
+
+Operators joined one-to-one (equal parallelism, one feeding only the other) run chained in
+one task, as Flink chains them: no queue between them. ``config={"chaining": False}``, or
+``disable_chaining()`` on one transformation, gives each its own task.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ class LocalEnvironment(BaseEnvironment):
         otherwise returns the running Job at once (see stop(), wait(), close())."""
         self._check_not_running()
         job_id = f"sage-{os.getpid()}-{secrets.token_hex(4)}"
-        plan = build_plan(self._nodes, self._services, self.mode, job_id)
+        plan = build_plan(self._nodes, self._services, self.mode, job_id,
+                          chaining=self.options.chaining)
         self.job = Job(plan, self.options, env_name=self.name).start()
         if not autostop:
             return self.job

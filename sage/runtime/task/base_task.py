@@ -8,6 +8,8 @@ one end marker per upstream instance per input (markers travel behind the data, 
 everything before them has been handled), calls the function's finish(), then sends its
 own markers downstream.
 A source loops over its function instead, until it ends or the job's stop event is set.
+A task may run a chain of operators (see plan.py): the head takes the input, each one
+hands its output to the next through a ChainLink, and the tail's goes to the router.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import queue
 
 from ..operator import build_operator
+from ..router.chain_link import ChainLink, mark_raised_in
 from ..router.router import OutEdge, Router
 from ..service.service_caller import ServiceCaller, ServiceProxies
 
@@ -56,9 +59,11 @@ class TaskContext:
 
 
 class BaseTask:
-    """One operator instance's loop. ``wiring`` holds its queues (see Job._wire)."""
+    """One task's loop. ``wiring`` holds its queues (see Job._wire); ``chained``: the
+    (spec, wiring) of the operator instances chained behind this one, in order."""
 
-    def __init__(self, spec, wiring, stop_event, counters, batch_size: int, env_name: str):
+    def __init__(self, spec, wiring, stop_event, counters, batch_size: int, env_name: str,
+                 chained: tuple = ()):
         self.spec = spec
         self.key = spec.key
         self.wiring = wiring
@@ -66,43 +71,91 @@ class BaseTask:
         self.counters = counters
         self.batch_size = batch_size
         self.env_name = env_name
+        self.members = [(spec, wiring), *chained]
         self._base = spec.slot * FIELDS
 
-    def make_caller(self) -> ServiceCaller | None:
-        if self.wiring.response_queue is None:
+    @staticmethod
+    def _caller(spec, wiring) -> ServiceCaller | None:
+        if wiring.response_queue is None:
             return None
-        return ServiceCaller(self.spec.slot, self.wiring.response_queue,
-                             self.wiring.request_queues, owner=self.key)
+        return ServiceCaller(spec.slot, wiring.response_queue, wiring.request_queues,
+                             owner=spec.key)
+
+    def _build(self, callers: list) -> tuple:
+        """Operators from the tail back to the head: each needs what it emits into."""
+        tail_spec, tail_wiring = self.members[-1]
+        router = Router([OutEdge(*edge, batch_size=self.batch_size)
+                         for edge in tail_wiring.out_edges])
+        operators, links, emits_into = [], [], router
+        for (spec, _), caller in reversed(list(zip(self.members, callers, strict=True))):
+            node = spec.node
+            ctx = TaskContext(node.name, spec.index, node.parallelism, self.env_name, caller)
+            try:
+                operator = build_operator(node, spec.index, emits_into, ctx)
+            except BaseException as exc:
+                mark_raised_in(exc, node.name, spec.index)
+                raise
+            operators.insert(0, operator)
+            if spec is not self.spec:
+                emits_into = ChainLink(operator, node.name, spec.index, self.batch_size)
+                links.insert(0, emits_into)
+        return operators, links, router
 
     def run(self) -> None:
-        node = self.spec.node
-        caller = self.make_caller()
+        callers = [self._caller(spec, wiring) for spec, wiring in self.members]
         try:
-            ctx = TaskContext(node.name, self.spec.index, node.parallelism, self.env_name, caller)
-            router = Router([OutEdge(*edge, batch_size=self.batch_size)
-                             for edge in self.wiring.out_edges])
-            operator = build_operator(node, self.spec.index, router, ctx)
-            if node.is_source:
-                self._run_source(operator, router)
+            operators, links, router = self._build(callers)
+            self.links, self.router = links, router
+            flush = self._flush if links else router.flush
+            if self.spec.node.is_source:
+                self._run_source(operators[0], flush)
             else:
-                self._run_inputs(operator, router)
-            operator.finish()
-            router.end(self.key)
-            self.counters[self._base + OUT] = router.emitted
+                self._run_inputs(operators[0], flush)
+            self._finish(operators)
+            router.end(self.members[-1][0].key)
+            self._publish()
         finally:
-            if caller is not None:
-                caller.close()
+            for caller in callers:
+                if caller is not None:
+                    caller.close()
 
-    def _run_source(self, operator, router) -> None:
+    def _flush(self) -> None:
+        for link in self.links:  # in order: each may fill the next
+            link.flush()
+        self.router.flush()
+
+    def _finish(self, operators) -> None:
+        """Each operator's finish(), head first; what it emits goes down the chain first."""
+        for (spec, _), operator, link in zip(self.members, operators, [*self.links, None],
+                                             strict=True):
+            try:
+                operator.finish()
+            except BaseException as exc:
+                mark_raised_in(exc, spec.node.name, spec.index)
+                raise
+            if link is not None:
+                link.flush()
+
+    def _publish(self) -> None:
+        """Out counts of every member (a chained member's in is its upstream's out)."""
+        counters = self.counters
+        outs = [*self.links, self.router]
+        counters[self._base + OUT] = outs[0].emitted
+        for (spec, _), link, out in zip(self.members[1:], self.links, outs[1:], strict=True):
+            base = spec.slot * FIELDS
+            counters[base + IN] = link.emitted
+            counters[base + OUT] = out.emitted
+
+    def _run_source(self, operator, flush) -> None:
         stop = self.stop_event
         delay = self.spec.node.delay
         per_call = 1 if delay else self.batch_size
-        counters, out = self.counters, self._base + OUT
+        publish = self._publish
         pause = 0.0
         while not stop.is_set():
             produced = operator.produce(per_call)
-            router.flush()  # a source never knows when its next item comes: send now
-            counters[out] = router.emitted
+            flush()  # a source never knows when its next item comes: send now
+            publish()
             if operator.ended:
                 return
             if delay:
@@ -113,11 +166,12 @@ class BaseTask:
             else:
                 pause = 0.0
 
-    def _run_inputs(self, operator, router) -> None:
+    def _run_inputs(self, operator, flush) -> None:
         source = self.wiring.input_queue
         take = self.batch_size * 4  # read what is there, up to 4 batches a call: +30% items/s
         process = operator.process
         counters, base = self.counters, self._base
+        publish = self._publish
         ends_left = self.spec.ends_expected
         while ends_left:
             batch = source.get_many(take)  # blocks until there is something
@@ -131,11 +185,11 @@ class BaseTask:
                 # Empty raised by get_many costs ~3 us and, measured, ~15 us of latency;
                 # it can still come (a record reserved but not yet committed counts in qsize)
                 if not source.qsize():
-                    router.flush()
+                    flush()
                     break
                 try:
                     batch = source.get_many(take, False)
                 except queue.Empty:
-                    router.flush()
+                    flush()
                     break
-            counters[base + OUT] = router.emitted
+            publish()

@@ -23,6 +23,7 @@ import traceback
 from sage.utils import QueueClosed
 
 from ..errors import TaskFailure
+from ..router.chain_link import raised_in
 from ..thread_signals import leave_signals_to_the_main_thread
 
 __all__ = ["ThreadTask", "ProcessTask", "ProcessWatcher", "failure_of", "FORK"]
@@ -32,6 +33,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def failure_of(operator: str, instance: int, exc: BaseException) -> TaskFailure:
+    """The failure of the task's operator instance, or of the one chained to it that raised."""
+    operator, instance = raised_in(exc, (operator, instance))
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return TaskFailure(operator, instance, type(exc).__name__, str(exc), text)
 
@@ -139,8 +142,10 @@ def _die_with_driver(parent_pid: int, read_end: int, write_end: int, forked_by_m
 class ProcessTask:
     """A task body run in a forked process."""
 
-    def __init__(self, key: str, operator: str, instance: int, body, error_queue):
+    def __init__(self, key: str, operator: str, instance: int, body, error_queue,
+                 chained: tuple = ()):
         self.key, self.operator, self.instance = key, operator, instance
+        self.chained = chained  # keys of the operator instances chained behind this one
         self._body = body
         self._errors = error_queue
         self.process = FORK.Process(target=self._main, args=(os.getpid(), *driver_pipe()),
@@ -232,8 +237,9 @@ class ProcessWatcher:
             return None
         if code < 0:
             name = signal.Signals(-code).name
+            also = f" (it also ran {', '.join(task.chained)}, chained)" if task.chained else ""
             return TaskFailure(task.operator, task.instance, name,
-                               f"its process (pid {task.process.pid}) was killed by signal {name}")
+                               f"its process (pid {task.process.pid}) was killed by signal {name}{also}")
         report = self._report(task.key)
         if report is not None:
             return TaskFailure(*report)
