@@ -176,6 +176,21 @@ def u(mm, off, width):
     return int.from_bytes(mm[off:off + width], "little")
 
 
+def ring_span(ring_pos, width, cap):
+    """Segment offsets of `width` bytes from ring position `ring_pos`: a record's payload
+    wraps past the ring's end to its start (a split copy), so one word may too."""
+    return [RING_AT + (ring_pos + i) % cap for i in range(width)]
+
+
+def read_span(mm, span):
+    return int.from_bytes(bytes(mm[i] for i in span), "little")
+
+
+def write_span(mm, span, value):
+    for i, byte in zip(span, value.to_bytes(len(span), "little")):
+        mm[i] = byte
+
+
 def check_layout(q, mm):
     """Fail loudly if the offsets do not describe the segment (a stale build, say)."""
     info = q.info()
@@ -350,19 +365,20 @@ def run_trial(seed, trial, plan, report, dead_pid, verbose=False, call_seconds=N
         free_slots = [i for i in range(SLOT_COUNT) if u(mm, SLOTS_AT + SLOT_SIZE * i + SLOT_AT["pid"], 4) == 0]
         for (where, field, off, width, _kind), vkind, _mode in words:
             if where == "header":
-                base = 0
+                span = list(range(off, off + width))
             elif where.startswith("slot:"):
                 base = SLOTS_AT + SLOT_SIZE * (mine if where == "slot:mine" else free_slots[0])
+                span = list(range(base + off, base + off + width))
             else:
                 role = where.split(":", 1)[1]
                 candidates = by_role.get(role) or by_role.get("codec") or recs
                 rec = rng.choice(candidates)
                 where = f"record:{record_role(rec[1], rec[2], rec[3], m._native)}@{rec[0]}"
-                base = RING_AT + rec[0] % cap
-            orig = u(mm, base + off, width)
+                span = ring_span(rec[0] + off, width, cap)
+            orig = read_span(mm, span)
             value = hostile_value(vkind, width, orig, dead_pid)
-            mm[base + off:base + off + width] = value.to_bytes(width, "little")
-            written.append({"word": f"{where}.{field}", "offset": base + off, "width": width, "kind": vkind,
+            write_span(mm, span, value)
+            written.append({"word": f"{where}.{field}", "offset": span[0], "width": width, "kind": vkind,
                             "value": value, "orig": orig})
         report({"event": "words", "trial": trial, "words": written})
         fail_on_purpose(trial)
