@@ -206,3 +206,15 @@ def test_a_killed_chain_process_names_its_head_and_what_it_also_ran():
         assert "it also ran m[0], s[0], chained" in info.value.message
     finally:
         env.close()
+
+
+def test_a_keyby_heading_a_chain_counts_its_end_markers(mode, collect):
+    # two sources into one keyby: the keyby heads a chain (keyby -> map -> sink, all x1)
+    # and must still count both upstream end markers in its input
+    out = collect()
+    env = LocalEnvironment("keyby-head", mode=mode)
+    env.from_collection(range(300), parallelism=2).keyby(lambda x: x % 3, name="key") \
+        .map(Double, name="double").sink(out, name="out")
+    assert chained_edges(env) == {("key", "double"), ("double", "out")}
+    env.submit(autostop=True)
+    assert sorted(out.items()) == [2 * x for x in range(300)]

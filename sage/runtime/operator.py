@@ -76,6 +76,7 @@ class Operator:
         self.function = function
         self.router = router
         self.emit = router.emit
+        self.spill = getattr(router, "spill", None)  # a ChainLink's: see FanOut
         self.execute = execute_of(function) if function is not None else None
 
     def on_item(self, input_index: int, payload, key) -> None:
@@ -148,6 +149,8 @@ class FlatMapOperator(Operator):
         if results is not None:
             for item in results:
                 self.emit(item)
+        if self.spill is not None:  # chained: one input may give any number of items
+            self.spill()
 
 
 class SinkOperator(Operator):
@@ -166,6 +169,14 @@ class KeyByOperator(Operator):
     def process(self, batch):
         ends = 0
         execute, emit, end = self.execute, self.emit, EndOfStream
+        if self.spill is not None:  # chained: the one next instance takes every key
+            for item in batch:
+                if type(item) is end:
+                    ends += 1
+                else:
+                    execute(item)  # still the user's code: its errors and effects stay
+                    emit(item)
+            return ends
         for item in batch:
             if type(item) is end:
                 ends += 1
@@ -207,6 +218,8 @@ class JoinOperator(TaggedOperator):
         if results:
             for item in results:
                 self.emit(item)
+            if self.spill is not None:  # chained: one input may give any number of items
+                self.spill()
 
 
 class CollectionSource(Operator):

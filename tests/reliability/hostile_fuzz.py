@@ -187,7 +187,7 @@ def read_span(mm, span):
 
 
 def write_span(mm, span, value):
-    for i, byte in zip(span, value.to_bytes(len(span), "little")):
+    for i, byte in zip(span, value.to_bytes(len(span), "little"), strict=True):
         mm[i] = byte
 
 

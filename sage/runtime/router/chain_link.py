@@ -1,10 +1,12 @@
 """ChainLink: what an operator emits into when the next operator runs in the same task.
 
-It stands where a Router would: emit() gathers items into a batch and hands it to the
-next operator's process() when full and when the task flushes, so a chain keeps the
-batch loops of its operators and never queues between them. An exception raised further
-down the chain is marked with the operator instance that raised it, so the job's error
-names that one, not the chain's head.
+It stands where a Router would. emit() is the list's own append (the per-item path is one
+C call); the task hands the gathered items to the next operator's process() after each
+step of the chain's head, so a chain keeps the batch loops of its operators and never
+queues between them. Operators that may emit without bound per input item (flatmap, join)
+call spill() after each one, which hands on a full batch at once. An exception raised
+further down the chain is marked with the operator instance that raised it, so the job's
+error names that one, not the chain's head.
 """
 
 from __future__ import annotations
@@ -35,23 +37,22 @@ class ChainLink:
         self.batch_size = batch_size
         self.emitted = 0  # items handed on: the upstream's out, the downstream's in
         self._buffer: list = []
+        self.emit = self._buffer.append  # one instance downstream: no key, no routing
 
-    def emit(self, payload, key=None) -> None:
+    def spill(self) -> None:
+        """Hand on a full batch now (a fan-out operator, after each input item)."""
+        if len(self._buffer) >= self.batch_size:
+            self.hand_on()
+
+    def hand_on(self) -> None:
+        """The next operator processes what is gathered."""
         buffer = self._buffer
-        buffer.append(payload)  # a key only routed; one instance takes everything here
-        if len(buffer) >= self.batch_size:
-            self._hand_on()
-
-    def _hand_on(self) -> None:
-        batch, self._buffer = self._buffer, []
-        self.emitted += len(batch)
+        if not buffer:
+            return
+        self.emitted += len(buffer)
         try:
-            self.downstream.process(batch)
+            self.downstream.process(buffer)
         except BaseException as exc:
             mark_raised_in(exc, self.operator, self.instance)
             raise
-
-    def flush(self) -> None:
-        """Hand on what is gathered (the task's input is momentarily empty, or it ends)."""
-        if self._buffer:
-            self._hand_on()
+        buffer.clear()  # the same list: emit is its bound append

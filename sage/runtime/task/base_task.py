@@ -110,7 +110,8 @@ class BaseTask:
             if self.spec.node.is_source:
                 self._run_source(operators[0], flush)
             else:
-                self._run_inputs(operators[0], flush)
+                head = operators[0].process
+                self._run_inputs(self._chain_step(head) if links else head, flush)
             self._finish(operators)
             router.end(self.members[-1][0].key)
             self._publish()
@@ -119,9 +120,21 @@ class BaseTask:
                 if caller is not None:
                     caller.close()
 
+    def _chain_step(self, head_process):
+        links = self.links
+
+        def step(batch) -> int:
+            """The head takes a batch from the input, then each operator what the one
+            before it emitted; the tail's output is in the router. End markers in it."""
+            ends = head_process(batch)
+            for link in links:  # in order: each fills the next
+                link.hand_on()
+            return ends
+        return step
+
     def _flush(self) -> None:
-        for link in self.links:  # in order: each may fill the next
-            link.flush()
+        for link in self.links:
+            link.hand_on()
         self.router.flush()
 
     def _finish(self, operators) -> None:
@@ -134,7 +147,7 @@ class BaseTask:
                 mark_raised_in(exc, spec.node.name, spec.index)
                 raise
             if link is not None:
-                link.flush()
+                link.hand_on()
 
     def _publish(self) -> None:
         """Out counts of every member (a chained member's in is its upstream's out)."""
@@ -166,10 +179,9 @@ class BaseTask:
             else:
                 pause = 0.0
 
-    def _run_inputs(self, operator, flush) -> None:
+    def _run_inputs(self, process, flush) -> None:
         source = self.wiring.input_queue
         take = self.batch_size * 4  # read what is there, up to 4 batches a call: +30% items/s
-        process = operator.process
         counters, base = self.counters, self._base
         publish = self._publish
         ends_left = self.spec.ends_expected
