@@ -153,10 +153,10 @@ class Latency(SinkFunction):
         self.results.put(self.samples)
 
 
-def latency_us(mode: str, seconds: float) -> tuple[float, float]:
+def latency_us(mode: str, seconds: float, chaining: bool = True) -> tuple[float, float]:
     results = create_queue("sage_queue" if mode == "process" else "python_queue",
                            name=f"bench-latency-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    env = LocalEnvironment("bench-latency", mode=mode)
+    env = LocalEnvironment("bench-latency", mode=mode, config={"chaining": chaining})
     env.from_source(time.perf_counter_ns, delay=0.001).map(lambda t: t).sink(Latency, results)
     env.submit()
     time.sleep(seconds)
@@ -449,8 +449,10 @@ def main(argv=None) -> int:
     if "d" in only:
         print("(d) source -> map -> sink latency at ~1,000 items/s     p50 us     p99 us")
         for mode in ("process", "thread"):
-            p50, p99 = latency_us(mode, 1.0 if args.quick else 3.0)
-            print(f"    runtime, {mode} mode{'':25} {p50:>10.1f} {p99:>10.1f}")
+            for chaining in (True, False):
+                p50, p99 = latency_us(mode, 1.0 if args.quick else 3.0, chaining)
+                label = f"runtime, {mode} mode{'' if chaining else ', unchained'}"
+                print(f"    {label:41} {p50:>10.1f} {p99:>10.1f}")
         print("    targets: p50 <= 50 us, p99 <= 500 us\n")
     if "ray" in only:
         ray_section(n, r)
