@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from conftest import child_env, requires_native, scaled, segment_file, write_segment_file
 
-pytestmark = [requires_native, pytest.mark.timeout(600)]
+pytestmark = [requires_native, pytest.mark.stress, pytest.mark.timeout(600)]
 
 CASE_TIMEOUT = scaled(10.0)  # a corrupt segment must be refused within seconds (never-initialised: 2 s)
 

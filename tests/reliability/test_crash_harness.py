@@ -24,7 +24,7 @@ import crash_workers  # noqa: E402
 
 import harness  # noqa: E402
 
-pytestmark = [requires_native, pytest.mark.timeout(240)]
+pytestmark = [requires_native, pytest.mark.stress, pytest.mark.timeout(240)]
 
 # "Survivors make progress within 100 ms" on small shared VMs that also run the rest of the
 # suite next to this test: a worker may lose its CPU for a while, so up to 5% of the kills may

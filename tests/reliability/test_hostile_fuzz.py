@@ -20,7 +20,7 @@ BUDGET = 25.0  # seconds of trials; fewer of them under the sanitizer build, not
 # of them. In the short mode a trial starts no call after this long (the long mode calls all).
 CALL_SECONDS = 6.0
 
-pytestmark = [requires_native, pytest.mark.timeout(int(BUDGET + scaled(120)))]
+pytestmark = [requires_native, pytest.mark.stress, pytest.mark.timeout(int(BUDGET + scaled(120)))]
 
 
 def fuzz_seed() -> int:

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 
 from conftest import requires_native, segment_file
 
-pytestmark = [requires_native, pytest.mark.timeout(300)]
+pytestmark = [requires_native, pytest.mark.stress, pytest.mark.timeout(300)]
 
 try:
     from segment_layout import LAYOUT

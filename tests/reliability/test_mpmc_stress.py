@@ -18,7 +18,7 @@ from support import items, roles
 
 from conftest import requires_native, segment_file
 
-pytestmark = [requires_native, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [requires_native, pytest.mark.stress, pytest.mark.slow, pytest.mark.timeout(300)]
 
 fork = mp.get_context("fork")
 
