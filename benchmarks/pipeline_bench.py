@@ -17,10 +17,10 @@ Run from the repo root, with the native module built (Bytewax optional: `pip ins
     two Ray nodes started here), against the same three stages as plain Ray actors calling
     the next one per item and per batch of 64 (`--only ray` runs this alone).
 
-In (a) every cell's rate is its steady state, from two runs of different sizes:
+In (a) and (b) every cell's rate is its steady state, from two runs of different sizes:
 (n - n/5) / (t_n - t_n/5), which takes start-up out (Bytewax runs as a subprocess; the
-hand-written pipelines and the runtime fork their processes). (b) and (c) time the runtime
-from job start to the last item at the sink. Each cell runs --repeat times and the best
+hand-written pipelines and the runtime fork their processes). (c) times the runtime from
+job start to the last item at the sink. Each cell runs --repeat times and the best
 counts. The machines are noisy: compare the ratios printed
 here, measured in one run, not absolute figures from different runs; (a) runs every cell
 once per round and gives the median of the rounds' ratios. Nothing is asserted.
@@ -112,10 +112,6 @@ def runtime_seconds(mode: str, n: int, parallelism: int = 1, heavy=None, chainin
     fn = heavy or (lambda d: d)
     env.from_batch(PoolSource, n).map(fn, parallelism=parallelism).sink(lambda d: None)
     return env.submit(autostop=True).wall_time
-
-
-def runtime_rate(mode: str, n: int, parallelism: int = 1, heavy=None) -> float:
-    return n / runtime_seconds(mode, n, parallelism, heavy)
 
 
 class CountWords(MapFunction):
@@ -431,8 +427,8 @@ def main(argv=None) -> int:
     if "b" in only:
         heavy = burn_calibrated(20.0)
         m = n // 5
-        process = best(r, lambda: runtime_rate("process", m, 2, heavy))
-        thread = best(r, lambda: runtime_rate("thread", m, 2, heavy))
+        process = best(r, lambda: steady_rate(lambda k: runtime_seconds("process", k, 2, heavy), m))
+        thread = best(r, lambda: steady_rate(lambda k: runtime_seconds("thread", k, 2, heavy), m))
         bw = bytewax_rate(m, 1, heavy.rounds)
         print("(b) CPU-heavy map (~20 us/item), parallelism 2  items/s   process mode vs it")
         print(f"    {'runtime, process mode':38} {fmt(process)}")
