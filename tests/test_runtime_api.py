@@ -429,6 +429,16 @@ def test_ring_sizes_per_operator_are_checked_and_counted():
         env.submit(autostop=True)
 
 
+def test_a_ring_size_for_an_operator_without_queues_is_refused_with_the_fix():
+    config = {"operator_queue_capacity_bytes": {"relay": 8 << 20, "src": 8 << 20}}
+    env = LocalEnvironment("queueless", config=config)
+    env.from_collection(range(3), name="src").map(str, name="relay").sink(print, name="out")
+    with pytest.raises(ValueError, match=r"\['relay', 'src'\], which take no items from a queue .*"
+                                         r"disable_chaining"):
+        env.submit(autostop=True)
+    assert env.job is None or env.job.state == "created"
+
+
 class Count(MapFunction):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -218,3 +218,31 @@ def test_a_keyby_heading_a_chain_counts_its_end_markers(mode, collect):
     assert chained_edges(env) == {("key", "double"), ("double", "out")}
     env.submit(autostop=True)
     assert sorted(out.items()) == [2 * x for x in range(300)]
+
+
+def test_a_chained_generator_is_handed_on_a_batch_at_a_time_not_held_whole():
+    # thread mode: the generator sees how far behind the sink is while it yields
+    seen, lags = [], []
+
+    def expand(n):
+        for i in range(n):
+            lags.append(i - len(seen))
+            yield i
+
+    env = LocalEnvironment("generator", config={"batch_size": 16})
+    env.from_collection([5000]).flatmap(expand).map(lambda x: x).sink(seen.append)
+    env.submit(autostop=True)
+    assert seen == list(range(5000))
+    assert max(lags) <= 16, f"the sink was up to {max(lags)} items behind the generator"
+
+
+@requires_native
+def test_an_item_its_queue_refuses_at_a_flush_names_the_chain_tail_that_made_it():
+    # src -> maker run chained; maker's items (closures) cannot be pickled onto out's queues,
+    # which happens when the source flushes, outside maker's own process()
+    env = LocalEnvironment("unpicklable", mode="process")
+    env.from_collection(range(3), name="src").map(lambda x: (lambda: x), name="maker") \
+        .sink(lambda f: None, parallelism=2, name="out")
+    with pytest.raises(JobFailedError) as info:
+        env.submit(autostop=True)
+    assert (info.value.operator, info.value.instance) == ("maker", 0), info.value

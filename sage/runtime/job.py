@@ -116,13 +116,22 @@ class RuntimeOptions:
         """The ring of each input queue of `operator`'s instances."""
         return self.operator_queue_capacity_bytes.get(operator, self.queue_capacity_bytes)
 
-    def check_operators(self, names) -> None:
-        """Every operator named in operator_queue_capacity_bytes is one of `names`."""
-        names = set(names)
-        unknown = sorted(set(self.operator_queue_capacity_bytes) - names)
+    def check_operators(self, plan) -> None:
+        """Every operator named in operator_queue_capacity_bytes is one of the plan's, and
+        takes its items from queues (a ring size for one that does not would do nothing)."""
+        names = {i.node.name for i in plan.instances}
+        named = set(self.operator_queue_capacity_bytes)
+        unknown = sorted(named - names)
         if unknown:
             raise ValueError(f"operator_queue_capacity_bytes names {unknown}, which this pipeline does "
                              f"not have; its operators: {', '.join(sorted(names))}")
+        queueless = sorted(named - {i.node.name for i in plan.instances if i.input_queue})
+        if queueless:
+            raise ValueError(
+                f"operator_queue_capacity_bytes names {queueless}, which take no items from a "
+                f"queue (a source, or an operator chained into the task of the one before it), "
+                f"so the ring would go unused: drop the entry, or give the operator queues of "
+                f"its own with .disable_chaining()")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +232,7 @@ class Job:
 
     def _wire(self) -> dict:
         o, p = self.options, self.plan
-        o.check_operators(i.node.name for i in p.instances)
+        o.check_operators(p)
         if self.process_mode:
             self._check_shm_room()
         for spec in p.instances:

@@ -76,19 +76,25 @@ class Operator:
         self.function = function
         self.router = router
         self.emit = router.emit
-        self.spill = getattr(router, "spill", None)  # a ChainLink's: see FanOut
+        self.chained = hasattr(router, "hand_on")  # emits into a ChainLink, not a Router
+        # an iterable's items; chained, a full batch at a time (bounded memory, as a queue)
+        self.emit_all = router.emit_all if self.chained else self._emit_each
         self.execute = execute_of(function) if function is not None else None
 
     def on_item(self, input_index: int, payload, key) -> None:
         raise NotImplementedError
+
+    def _emit_each(self, items) -> None:
+        emit = self.emit
+        for item in items:
+            emit(item)
 
     def finish(self) -> None:
         """The function's finish(): what it returns is emitted before the end markers."""
         finish = getattr(self.function, "finish", None)
         results = finish() if callable(finish) else None
         if results is not None:
-            for item in results:
-                self.emit(item)
+            self.emit_all(results)
 
     def process(self, batch: list) -> int:
         ends = 0
@@ -144,13 +150,9 @@ class FlatMapOperator(Operator):
         results = self.execute(payload)
         take = getattr(self.function, "take_collected", None)
         if take is not None:
-            for item in take():
-                self.emit(item)
+            self.emit_all(take())
         if results is not None:
-            for item in results:
-                self.emit(item)
-        if self.spill is not None:  # chained: one input may give any number of items
-            self.spill()
+            self.emit_all(results)  # one input may give any number of items
 
 
 class SinkOperator(Operator):
@@ -169,7 +171,7 @@ class KeyByOperator(Operator):
     def process(self, batch):
         ends = 0
         execute, emit, end = self.execute, self.emit, EndOfStream
-        if self.spill is not None:  # chained: the one next instance takes every key
+        if self.chained:  # the one next instance takes every key
             for item in batch:
                 if type(item) is end:
                     ends += 1
@@ -216,10 +218,7 @@ class JoinOperator(TaggedOperator):
     def on_item(self, input_index, payload, key):
         results = self.execute(payload, key, input_index)
         if results:
-            for item in results:
-                self.emit(item)
-            if self.spill is not None:  # chained: one input may give any number of items
-                self.spill()
+            self.emit_all(results)  # one input may give any number of items
 
 
 class CollectionSource(Operator):

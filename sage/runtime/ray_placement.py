@@ -126,7 +126,7 @@ def plan_queues(plan, where: dict, options, namespace: str) -> dict:
     """Queue name -> QueueSpec, for the actors placed as ``where`` (task key -> Where)."""
     force_ray = options.transport == "ray_queue"
     operator_of = {i.input_queue: i.node.name for i in plan.instances if i.input_queue}
-    options.check_operators(operator_of.values())
+    options.check_operators(plan)
     specs = {}
     for name, (kind, reader, writers) in _writers(plan).items():
         transport, reason = _choose(reader, writers, where, force_ray)

@@ -2,8 +2,9 @@
 
 ``mode="thread"`` (the default, SAGE's own semantics): every task is a thread of this
 process over python_queue, so functions share the driver's memory (a lambda that updates
-a driver-side counter works). ``mode="process"``: every task instance is a process of
-its own over the native sage_queue, so every core works; functions are copied into their
+a driver-side counter works). ``mode="process"``: every task (an operator instance, or a
+chain of them: see below) is a process of its own over the native sage_queue, so every
+core works; functions are copied into their
 processes, and state they change stays there (collect results through a sink that
 writes somewhere shared, or through a service).
 

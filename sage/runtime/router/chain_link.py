@@ -1,15 +1,18 @@
 """ChainLink: what an operator emits into when the next operator runs in the same task.
 
 It stands where a Router would. emit() is the list's own append (the per-item path is one
-C call); the task hands the gathered items to the next operator's process() after each
-step of the chain's head, so a chain keeps the batch loops of its operators and never
-queues between them. Operators that may emit without bound per input item (flatmap, join)
-call spill() after each one, which hands on a full batch at once. An exception raised
-further down the chain is marked with the operator instance that raised it, so the job's
-error names that one, not the chain's head.
+C call); the task hands the gathered items on after each step of the chain's head, and
+each link, once its operator has processed them, hands on what that one emitted: a chain
+keeps the batch loops of its operators and never queues between them. Operators that may
+emit any number of items per input (flatmap, join, finish()) use emit_all(), which hands on
+every full batch at once, so memory stays bounded by the batch size as on a queue. An
+exception raised further down the chain is marked with the operator instance that raised
+it, so the job's error names that one, not the chain's head.
 """
 
 from __future__ import annotations
+
+import itertools
 
 __all__ = ["ChainLink", "raised_in", "mark_raised_in"]
 
@@ -31,21 +34,31 @@ def raised_in(exc: BaseException, default: tuple) -> tuple:
 
 
 class ChainLink:
-    def __init__(self, downstream, operator: str, instance: int, batch_size: int):
-        self.downstream = downstream  # the next operator (its process() takes a batch)
+    def __init__(self, operator: str, instance: int, batch_size: int):
+        self.downstream = None  # the next operator (its process() takes a batch): connect()
+        self.next = None  # the link that operator emits into; None: it emits to the router
         self.operator, self.instance = operator, instance  # the next operator's names
         self.batch_size = batch_size
         self.emitted = 0  # items handed on: the upstream's out, the downstream's in
         self._buffer: list = []
         self.emit = self._buffer.append  # one instance downstream: no key, no routing
 
-    def spill(self) -> None:
-        """Hand on a full batch now (a fan-out operator, after each input item)."""
-        if len(self._buffer) >= self.batch_size:
+    def connect(self, downstream, next_link) -> None:
+        self.downstream, self.next = downstream, next_link
+
+    def emit_all(self, items) -> None:
+        """Emit every item of an iterable (a generator, say), handing on each full batch
+        as it fills: never more than a batch is held here."""
+        buffer, size = self._buffer, self.batch_size
+        iterator = iter(items)
+        while True:
+            buffer.extend(itertools.islice(iterator, max(0, size - len(buffer))))
+            if len(buffer) < size:
+                return  # the iterable gave less than there was room for: it has ended
             self.hand_on()
 
     def hand_on(self) -> None:
-        """The next operator processes what is gathered."""
+        """The next operator processes what is gathered, then passes its own output on."""
         buffer = self._buffer
         if not buffer:
             return
@@ -56,3 +69,5 @@ class ChainLink:
             mark_raised_in(exc, self.operator, self.instance)
             raise
         buffer.clear()  # the same list: emit is its bound append
+        if self.next is not None:
+            self.next.hand_on()

@@ -82,23 +82,24 @@ class BaseTask:
                              owner=spec.key)
 
     def _build(self, callers: list) -> tuple:
-        """Operators from the tail back to the head: each needs what it emits into."""
-        tail_spec, tail_wiring = self.members[-1]
+        """Operators in declared order (their constructors run so), each emitting into a
+        link to the next; the tail into the router."""
         router = Router([OutEdge(*edge, batch_size=self.batch_size)
-                         for edge in tail_wiring.out_edges])
-        operators, links, emits_into = [], [], router
-        for (spec, _), caller in reversed(list(zip(self.members, callers, strict=True))):
+                         for edge in self.members[-1][1].out_edges])
+        links = [ChainLink(spec.node.name, spec.index, self.batch_size)
+                 for spec, _ in self.members[1:]]
+        operators = []
+        for (spec, _), caller, emits_into in zip(self.members, callers, [*links, router],
+                                                 strict=True):
             node = spec.node
             ctx = TaskContext(node.name, spec.index, node.parallelism, self.env_name, caller)
             try:
-                operator = build_operator(node, spec.index, emits_into, ctx)
+                operators.append(build_operator(node, spec.index, emits_into, ctx))
             except BaseException as exc:
                 mark_raised_in(exc, node.name, spec.index)
                 raise
-            operators.insert(0, operator)
-            if spec is not self.spec:
-                emits_into = ChainLink(operator, node.name, spec.index, self.batch_size)
-                links.insert(0, emits_into)
+        for i, link in enumerate(links):
+            link.connect(operators[i + 1], links[i + 1] if i + 1 < len(links) else None)
         return operators, links, router
 
     def run(self) -> None:
@@ -113,29 +114,37 @@ class BaseTask:
                 head = operators[0].process
                 self._run_inputs(self._chain_step(head) if links else head, flush)
             self._finish(operators)
-            router.end(self.members[-1][0].key)
+            self._as_tail(router.end, self.members[-1][0].key)
             self._publish()
         finally:
             for caller in callers:
                 if caller is not None:
                     caller.close()
 
+    def _as_tail(self, call, *args) -> None:
+        """A router call (its puts) outside the tail's process(): an error in it (an item
+        that cannot be pickled, or is larger than a ring) is the tail operator's."""
+        try:
+            call(*args)
+        except BaseException as exc:
+            tail = self.members[-1][0]
+            mark_raised_in(exc, tail.node.name, tail.index)
+            raise
+
     def _chain_step(self, head_process):
-        links = self.links
+        first = self.links[0]
 
         def step(batch) -> int:
-            """The head takes a batch from the input, then each operator what the one
-            before it emitted; the tail's output is in the router. End markers in it."""
+            """The head takes a batch from the input; the link hands its output down the
+            chain (each link the next); the tail's output is in the router."""
             ends = head_process(batch)
-            for link in links:  # in order: each fills the next
-                link.hand_on()
+            first.hand_on()
             return ends
         return step
 
     def _flush(self) -> None:
-        for link in self.links:
-            link.hand_on()
-        self.router.flush()
+        self.links[0].hand_on()
+        self._as_tail(self.router.flush)
 
     def _finish(self, operators) -> None:
         """Each operator's finish(), head first; what it emits goes down the chain first."""
@@ -190,6 +199,7 @@ class BaseTask:
             while True:
                 ends = process(batch)  # end markers come last from each upstream instance
                 counters[base + IN] += len(batch) - ends
+                publish()  # live counts, even while the input never runs dry
                 ends_left -= ends
                 if not ends_left:
                     break
@@ -204,4 +214,3 @@ class BaseTask:
                 except queue.Empty:
                     flush()
                     break
-            publish()

@@ -237,14 +237,19 @@ class ProcessWatcher:
             return None
         if code < 0:
             name = signal.Signals(-code).name
-            also = f" (it also ran {', '.join(task.chained)}, chained)" if task.chained else ""
             return TaskFailure(task.operator, task.instance, name,
-                               f"its process (pid {task.process.pid}) was killed by signal {name}{also}")
+                               f"its process (pid {task.process.pid}) was killed by signal "
+                               f"{name}{self._also_ran(task)}")
         report = self._report(task.key)
         if report is not None:
             return TaskFailure(*report)
         return TaskFailure(task.operator, task.instance, "ProcessExit",
-                           f"its process (pid {task.process.pid}) exited with code {code}")
+                           f"its process (pid {task.process.pid}) exited with code {code}"
+                           f"{self._also_ran(task)}")
+
+    @staticmethod
+    def _also_ran(task: ProcessTask) -> str:
+        return f" (it also ran {', '.join(task.chained)}, chained)" if task.chained else ""
 
     def _report(self, key: str):
         # the process put its report before exiting, so it is queued by now
