@@ -10,9 +10,9 @@ The seed is $SAGE_FUZZ_SEED or random, and always printed; rerun one trial with
 import os
 import random
 
-import hostile_fuzz  # tests/reliability/ is on sys.path, as for harness
 import pytest
 
+import hostile_fuzz  # tests/reliability/ is on sys.path, as for harness
 from conftest import requires_native, scaled
 
 BUDGET = 25.0  # seconds of trials; fewer of them under the sanitizer build, not a longer run
