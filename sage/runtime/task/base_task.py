@@ -107,6 +107,7 @@ class BaseTask:
         try:
             operators, links, router = self._build(callers)
             self.links, self.router = links, router
+            self._outs = [*links, router]  # what each member emits into, head first
             flush = self._flush if links else router.flush
             if self.spec.node.is_source:
                 self._run_source(operators[0], flush)
@@ -160,8 +161,7 @@ class BaseTask:
 
     def _publish(self) -> None:
         """Out counts of every member (a chained member's in is its upstream's out)."""
-        counters = self.counters
-        outs = [*self.links, self.router]
+        counters, outs = self.counters, self._outs
         counters[self._base + OUT] = outs[0].emitted
         for (spec, _), link, out in zip(self.members[1:], self.links, outs[1:], strict=True):
             base = spec.slot * FIELDS
